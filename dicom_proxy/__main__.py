@@ -1,0 +1,3 @@
+from dicom_proxy.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,415 @@
+"""Configuration: TOML -> frozen dataclasses.
+
+Every problem is reported with the key path it concerns (``destinations[0].port: must be
+1-65535``); all problems are collected and reported together; unknown keys are errors, so a
+typo never silently falls back to a default. Relative paths are resolved against the working
+directory of the process (systemd: ``WorkingDirectory=``).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+OPTION_NAMES: tuple[str, ...] = (
+    "retain_safe_private",
+    "retain_uids",
+    "retain_device_identity",
+    "retain_institution_identity",
+    "retain_patient_characteristics",
+    "retain_longitudinal_full_dates",
+    "retain_longitudinal_modified_dates",
+    "clean_descriptors",
+    "clean_structured_content",
+    "clean_graphics",
+)
+
+# PS3.5 6.2: AE titles are 1-16 characters of the default repertoire, no backslash or controls.
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` lists one message per problem."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    ae_title: str = "DEID_PROXY"
+    bind: str = "0.0.0.0"
+    port: int = 11112
+    allowed_calling_ae_titles: tuple[str, ...] = ()
+    max_associations: int = 16
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 60.0
+    network_timeout: float = 60.0
+    maximum_pdu_size: int = 0  # 0: no limit (PS3.8 D.1); what we advertise to senders
+
+
+@dataclass(frozen=True)
+class DestinationConfig:
+    name: str
+    type: Literal["dicom", "folder"] = "dicom"
+    ae_title: str = ""
+    host: str = ""
+    port: int = 0
+    calling_ae_title: str = ""  # empty: the node's ae_title
+    path: Path | None = None
+    retry_initial_delay: float = 1.0
+    retry_max_delay: float = 60.0
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 60.0
+    network_timeout: float = 60.0
+    maximum_pdu_size: int = 0
+
+
+@dataclass(frozen=True)
+class PixelConfig:
+    """The Clean Pixel Data stage (PS3.15 E.3.1)."""
+
+    rules_file: Path | None = None
+    # Objects of these modalities / SOP classes are assumed to carry burned-in text.
+    high_risk_modalities: tuple[str, ...] = ("US", "SC", "OT", "DOC", "XC", "ES")
+    high_risk_sop_classes: tuple[str, ...] = (
+        "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
+        "1.2.840.10008.5.1.4.1.1.7.1",  # Multi-frame Single Bit SC
+        "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte SC
+        "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word SC
+        "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color SC
+        "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+        "1.2.840.10008.5.1.4.1.1.104.2",  # Encapsulated CDA
+    )
+    # What to do with a high-risk object that no rule cleans: refuse (default) or forward
+    # it with its pixel data removed.
+    on_uncleaned: Literal["refuse", "remove_pixels"] = "refuse"
+    allow_lossy_recompression: bool = False
+
+
+@dataclass(frozen=True)
+class DeidentifyConfig:
+    secret_key_file: Path = Path("var/secret.key")
+    options: tuple[str, ...] = ()
+    overrides_file: Path | None = None
+    # Attributes that Table E.1-1 does not list: "remove" those that can carry text
+    # (default) or "keep" them all (only for sites that vetted their data).
+    unlisted_attributes: Literal["remove", "keep"] = "remove"
+    pixels: PixelConfig = field(default_factory=PixelConfig)
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    directory: Path = Path("var/spool")
+    max_bytes: int = 10 * 1024**3
+    min_free_bytes: int = 1024**3
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    audit_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    node: NodeConfig
+    destinations: tuple[DestinationConfig, ...]
+    deidentify: DeidentifyConfig
+    spool: SpoolConfig
+    logging: LoggingConfig
+    source: Path | None = None
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a TOML configuration file; raise ConfigError on any problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML ({exc})"]) from exc
+    config = parse_config(raw)
+    return Config(
+        node=config.node,
+        destinations=config.destinations,
+        deidentify=config.deidentify,
+        spool=config.spool,
+        logging=config.logging,
+        source=path,
+    )
+
+
+def parse_config(raw: dict[str, Any]) -> Config:
+    """Validate a parsed TOML document; raise ConfigError listing every problem."""
+    reader = _Reader()
+    reader.unknown_keys("", raw, {"node", "destinations", "deidentify", "spool", "logging"})
+    node = _parse_node(reader, reader.table("node", raw.get("node", {})))
+    destinations = _parse_destinations(reader, raw.get("destinations"))
+    deidentify = _parse_deidentify(reader, reader.table("deidentify", raw.get("deidentify", {})))
+    spool = _parse_spool(reader, reader.table("spool", raw.get("spool", {})))
+    logging_ = _parse_logging(reader, reader.table("logging", raw.get("logging", {})))
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return Config(node, destinations, deidentify, spool, logging_)
+
+
+class _Reader:
+    """Typed getters that record a problem (with its key path) instead of raising."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fail(self, key: str, message: str) -> None:
+        self.problems.append(f"{key}: {message}")
+
+    def table(self, key: str, value: Any) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return value
+        self.fail(key, "must be a table")
+        return {}
+
+    def unknown_keys(self, prefix: str, table: dict[str, Any], known: set[str]) -> None:
+        for key in sorted(set(table) - known):
+            self.fail(f"{prefix}{key}", "unknown key")
+
+    def string(self, key: str, table: dict[str, Any], name: str, default: str) -> str:
+        value = table.get(name, default)
+        if not isinstance(value, str):
+            self.fail(key, "must be a string")
+            return default
+        return value
+
+    def ae_title(self, key: str, table: dict[str, Any], name: str, default: str) -> str:
+        value = self.string(key, table, name, default)
+        if value and not _AE_TITLE.match(value.strip() or "x" * 17):
+            self.fail(key, "must be 1-16 characters, no backslash or control characters")
+        return value.strip()
+
+    def integer(self, key: str, table: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+        value = table.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, "must be an integer")
+            return default
+        if not lo <= value <= hi:
+            self.fail(key, f"must be {lo}-{hi}")
+        return value
+
+    def number(self, key: str, table: dict[str, Any], name: str, default: float) -> float:
+        value = table.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(key, "must be a number")
+            return default
+        if value <= 0:
+            self.fail(key, "must be greater than 0")
+        return float(value)
+
+    def boolean(self, key: str, table: dict[str, Any], name: str, default: bool) -> bool:
+        value = table.get(name, default)
+        if not isinstance(value, bool):
+            self.fail(key, "must be true or false")
+            return default
+        return value
+
+    def strings(self, key: str, table: dict[str, Any], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = table.get(name, list(default))
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.fail(key, "must be a list of strings")
+            return default
+        return tuple(value)
+
+    def path(self, key: str, table: dict[str, Any], name: str, default: Path | None) -> Path | None:
+        value = table.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, str) or not value:
+            self.fail(key, "must be a non-empty path string")
+            return default
+        return Path(value)
+
+    def choice(self, key: str, table: dict[str, Any], name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.string(key, table, name, default)
+        if value not in allowed:
+            self.fail(key, f"must be one of {', '.join(repr(a) for a in allowed)}")
+            return default
+        return value
+
+
+_TIMEOUT_KEYS = ("acse_timeout", "dimse_timeout", "network_timeout")
+
+
+def _parse_node(r: _Reader, t: dict[str, Any]) -> NodeConfig:
+    d = NodeConfig()
+    r.unknown_keys(
+        "node.",
+        t,
+        {"ae_title", "bind", "port", "allowed_calling_ae_titles", "max_associations", "maximum_pdu_size", *_TIMEOUT_KEYS},
+    )
+    ae_title = r.ae_title("node.ae_title", t, "ae_title", d.ae_title)
+    if not ae_title:
+        r.fail("node.ae_title", "must not be empty")
+    callers = r.strings("node.allowed_calling_ae_titles", t, "allowed_calling_ae_titles", ())
+    for i, caller in enumerate(callers):
+        if not _AE_TITLE.match(caller.strip() or "x" * 17):
+            r.fail(f"node.allowed_calling_ae_titles[{i}]", "must be 1-16 characters, no backslash")
+    return NodeConfig(
+        ae_title=ae_title,
+        bind=r.string("node.bind", t, "bind", d.bind),
+        port=r.integer("node.port", t, "port", d.port, 0, 65535),
+        allowed_calling_ae_titles=tuple(c.strip() for c in callers),
+        max_associations=r.integer("node.max_associations", t, "max_associations", d.max_associations, 1, 1000),
+        acse_timeout=r.number("node.acse_timeout", t, "acse_timeout", d.acse_timeout),
+        dimse_timeout=r.number("node.dimse_timeout", t, "dimse_timeout", d.dimse_timeout),
+        network_timeout=r.number("node.network_timeout", t, "network_timeout", d.network_timeout),
+        maximum_pdu_size=r.integer("node.maximum_pdu_size", t, "maximum_pdu_size", d.maximum_pdu_size, 0, 2**32 - 1),
+    )
+
+
+_DESTINATION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _parse_destinations(r: _Reader, value: Any) -> tuple[DestinationConfig, ...]:
+    if value is None:
+        r.fail("destinations", "at least one [[destinations]] entry is required")
+        return ()
+    if not isinstance(value, list) or not value:
+        r.fail("destinations", "must be a non-empty array of tables ([[destinations]])")
+        return ()
+    result = []
+    names: set[str] = set()
+    for i, entry in enumerate(value):
+        key = f"destinations[{i}]"
+        table = r.table(key, entry)
+        destination = _parse_destination(r, key, table)
+        if destination.name in names:
+            r.fail(f"{key}.name", f"duplicate destination name {destination.name!r}")
+        names.add(destination.name)
+        result.append(destination)
+    return tuple(result)
+
+
+def _parse_destination(r: _Reader, key: str, t: dict[str, Any]) -> DestinationConfig:
+    d = DestinationConfig(name="")
+    kind = r.choice(f"{key}.type", t, "type", "dicom", ("dicom", "folder"))
+    common = {"name", "type", "retry_initial_delay", "retry_max_delay"}
+    if kind == "folder":
+        r.unknown_keys(f"{key}.", t, common | {"path"})
+    else:
+        r.unknown_keys(
+            f"{key}.", t, common | {"ae_title", "host", "port", "calling_ae_title", "maximum_pdu_size", *_TIMEOUT_KEYS}
+        )
+    name = r.string(f"{key}.name", t, "name", "")
+    if not _DESTINATION_NAME.match(name):
+        r.fail(f"{key}.name", "must be 1-64 characters: letters, digits, '_', '.', '-'")
+    initial = r.number(f"{key}.retry_initial_delay", t, "retry_initial_delay", d.retry_initial_delay)
+    maximum = r.number(f"{key}.retry_max_delay", t, "retry_max_delay", d.retry_max_delay)
+    if maximum < initial:
+        r.fail(f"{key}.retry_max_delay", "must be at least retry_initial_delay")
+    if kind == "folder":
+        path = r.path(f"{key}.path", t, "path", None)
+        if path is None and "path" not in t:
+            r.fail(f"{key}.path", "required for a folder destination")
+        return DestinationConfig(
+            name=name, type="folder", path=path, retry_initial_delay=initial, retry_max_delay=maximum
+        )
+    ae_title = r.ae_title(f"{key}.ae_title", t, "ae_title", "")
+    if not ae_title:
+        r.fail(f"{key}.ae_title", "required for a dicom destination")
+    host = r.string(f"{key}.host", t, "host", "")
+    if not host:
+        r.fail(f"{key}.host", "required for a dicom destination")
+    if "port" not in t:
+        r.fail(f"{key}.port", "required for a dicom destination")
+    return DestinationConfig(
+        name=name,
+        type="dicom",
+        ae_title=ae_title,
+        host=host,
+        port=r.integer(f"{key}.port", t, "port", 104, 1, 65535),
+        calling_ae_title=r.ae_title(f"{key}.calling_ae_title", t, "calling_ae_title", ""),
+        retry_initial_delay=initial,
+        retry_max_delay=maximum,
+        acse_timeout=r.number(f"{key}.acse_timeout", t, "acse_timeout", d.acse_timeout),
+        dimse_timeout=r.number(f"{key}.dimse_timeout", t, "dimse_timeout", d.dimse_timeout),
+        network_timeout=r.number(f"{key}.network_timeout", t, "network_timeout", d.network_timeout),
+        maximum_pdu_size=r.integer(
+            f"{key}.maximum_pdu_size", t, "maximum_pdu_size", d.maximum_pdu_size, 0, 2**32 - 1
+        ),
+    )
+
+
+def _parse_deidentify(r: _Reader, t: dict[str, Any]) -> DeidentifyConfig:
+    d = DeidentifyConfig()
+    r.unknown_keys(
+        "deidentify.", t, {"secret_key_file", "options", "overrides_file", "unlisted_attributes", "pixels"}
+    )
+    options = r.strings("deidentify.options", t, "options", ())
+    for i, option in enumerate(options):
+        if option not in OPTION_NAMES:
+            r.fail(f"deidentify.options[{i}]", f"unknown option {option!r}; known: {', '.join(OPTION_NAMES)}")
+    if {"retain_longitudinal_full_dates", "retain_longitudinal_modified_dates"} <= set(options):
+        r.fail(
+            "deidentify.options",
+            "retain_longitudinal_full_dates and retain_longitudinal_modified_dates exclude each other",
+        )
+    secret = r.path("deidentify.secret_key_file", t, "secret_key_file", d.secret_key_file)
+    unlisted = r.choice(
+        "deidentify.unlisted_attributes", t, "unlisted_attributes", d.unlisted_attributes, ("remove", "keep")
+    )
+    return DeidentifyConfig(
+        secret_key_file=secret or d.secret_key_file,
+        options=tuple(dict.fromkeys(options)),
+        overrides_file=r.path("deidentify.overrides_file", t, "overrides_file", None),
+        unlisted_attributes=unlisted,  # type: ignore[arg-type]
+        pixels=_parse_pixels(r, r.table("deidentify.pixels", t.get("pixels", {}))),
+    )
+
+
+def _parse_pixels(r: _Reader, t: dict[str, Any]) -> PixelConfig:
+    d = PixelConfig()
+    r.unknown_keys(
+        "deidentify.pixels.",
+        t,
+        {"rules_file", "high_risk_modalities", "high_risk_sop_classes", "on_uncleaned", "allow_lossy_recompression"},
+    )
+    on_uncleaned = r.choice(
+        "deidentify.pixels.on_uncleaned", t, "on_uncleaned", d.on_uncleaned, ("refuse", "remove_pixels")
+    )
+    return PixelConfig(
+        rules_file=r.path("deidentify.pixels.rules_file", t, "rules_file", None),
+        high_risk_modalities=r.strings(
+            "deidentify.pixels.high_risk_modalities", t, "high_risk_modalities", d.high_risk_modalities
+        ),
+        high_risk_sop_classes=r.strings(
+            "deidentify.pixels.high_risk_sop_classes", t, "high_risk_sop_classes", d.high_risk_sop_classes
+        ),
+        on_uncleaned=on_uncleaned,  # type: ignore[arg-type]
+        allow_lossy_recompression=r.boolean(
+            "deidentify.pixels.allow_lossy_recompression", t, "allow_lossy_recompression", False
+        ),
+    )
+
+
+def _parse_spool(r: _Reader, t: dict[str, Any]) -> SpoolConfig:
+    d = SpoolConfig()
+    r.unknown_keys("spool.", t, {"directory", "max_bytes", "min_free_bytes"})
+    return SpoolConfig(
+        directory=r.path("spool.directory", t, "directory", d.directory) or d.directory,
+        max_bytes=r.integer("spool.max_bytes", t, "max_bytes", d.max_bytes, 1, 2**62),
+        min_free_bytes=r.integer("spool.min_free_bytes", t, "min_free_bytes", d.min_free_bytes, 0, 2**62),
+    )
+
+
+def _parse_logging(r: _Reader, t: dict[str, Any]) -> LoggingConfig:
+    r.unknown_keys("logging.", t, {"level", "audit_file"})
+    level = r.choice("logging.level", t, "level", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+    return LoggingConfig(
+        level=level,  # type: ignore[arg-type]
+        audit_file=r.path("logging.audit_file", t, "audit_file", None),
+    )

@@ -1,0 +1,63 @@
+"""Typed objects handed from one stage to the next.
+
+receive -> ReceivedObject -> deidentify -> DeidentifiedObject -> spool -> SpoolEntry -> forward
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dicom_proxy.status import StoreStatus
+
+
+@dataclass(frozen=True)
+class ReceivedObject:
+    """A C-STORE data set as it arrived, still encoded (nothing decoded yet)."""
+
+    dataset_bytes: bytes
+    transfer_syntax_uid: str
+    # From the C-STORE request; these are original (identifying) UIDs: never log them.
+    affected_sop_class_uid: str
+    calling_ae_title: str
+
+
+@dataclass(frozen=True)
+class DeidentifiedObject:
+    """The result of de-identification: a complete Part 10 file held in memory.
+
+    All identifiers here are pseudonyms, safe to log and to use as file names.
+    """
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+    encoded: bytes  # preamble + File Meta Information + data set
+
+    @property
+    def relative_path(self) -> Path:
+        """`<Study>/<Series>/<SOP>.dcm`, named by the new identity (DESIGN.md)."""
+        return Path(self.study_instance_uid, self.series_instance_uid, f"{self.sop_instance_uid}.dcm")
+
+
+class Refused(Exception):
+    """De-identification cannot be done with certainty: the object must not leave.
+
+    `reason` must never contain an original value (attribute paths and codes only).
+    """
+
+    def __init__(self, reason: str, status: StoreStatus = StoreStatus.DEIDENTIFICATION_REFUSED):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(frozen=True)
+class SpoolEntry:
+    """One de-identified object waiting in one destination's queue."""
+
+    destination: str
+    path: Path
+    size: int

@@ -1,0 +1,55 @@
+"""The secret key that makes pseudonyms consistent across nodes (DESIGN.md, promise 3).
+
+Stored as 64 hex characters (32 random bytes) in a file readable by the owner only.
+Its value is never logged.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+KEY_BYTES = 32
+
+
+class SecretKeyError(Exception):
+    """The key file is unusable; the message never contains the key."""
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """Return the key in `path`, creating it (mode 0600) when the file does not exist."""
+    if not path.exists():
+        _create_key(path)
+    return load_key(path)
+
+
+def load_key(path: Path) -> bytes:
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise SecretKeyError(f"{path}: cannot read secret key file ({exc.strerror})") from exc
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SecretKeyError(
+            f"{path}: secret key file is accessible by group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}"
+        )
+    text = path.read_text(encoding="ascii", errors="replace").strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise SecretKeyError(f"{path}: secret key file must hold hexadecimal digits") from None
+    if len(key) < 16:
+        raise SecretKeyError(f"{path}: secret key must be at least 16 bytes (32 hex digits)")
+    return key
+
+
+def _create_key(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, (secrets.token_hex(KEY_BYTES) + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
