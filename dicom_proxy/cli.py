@@ -1,0 +1,169 @@
+"""Command line: `dicom-proxy serve|deidentify|check-config|show-policy|spool ...`.
+
+Exit codes: 0 success, 1 some objects refused (deidentify) or an operation failed, 2 usage or
+configuration error (nothing started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from dicom_proxy import __version__
+from dicom_proxy.config import Config, ConfigError, load_config
+from dicom_proxy.models import DeidentifiedObject, Refused
+from dicom_proxy.secret import SecretKeyError
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dicom-proxy", description="Anonymizing DICOM proxy (PS3.15 Annex E).")
+    parser.add_argument("--version", action="version", version=f"dicom-proxy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--config", required=True, type=Path, metavar="FILE", help="TOML configuration file")
+        return sub
+
+    with_config("serve", "run the proxy until SIGTERM/SIGINT (SIGHUP reloads the policy)")
+    deid = with_config("deidentify", "de-identify files or folders offline with the same engine")
+    deid.add_argument("--output", required=True, type=Path, metavar="DIR", help="output folder")
+    deid.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files or folders (recursive)")
+    with_config("check-config", "validate the configuration, policy and pixel rules, then exit")
+    with_config("show-policy", "print the compiled de-identification policy")
+    spool = with_config("spool", "inspect and act on spool queues and quarantine")
+    spool.add_argument("action", choices=["status", "list", "retry", "purge"])
+    spool.add_argument("--destination", help="only this destination (default: all)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _COMMANDS[args.command](config, args)
+    except (ConfigError, SecretKeyError) as exc:
+        problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+        for problem in problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    from dicom_proxy.service import serve
+
+    return serve(config)
+
+
+def _engine(config: Config):  # type: ignore[no-untyped-def]
+    from dicom_proxy.service import build_engine
+
+    return build_engine(config)
+
+
+def _check_config(config: Config, args: argparse.Namespace) -> int:
+    _engine(config)
+    print(f"{args.config}: OK ({len(config.destinations)} destination(s))")
+    return EXIT_OK
+
+
+def _show_policy(config: Config, args: argparse.Namespace) -> int:
+    from dicom_proxy.policy import format_policy
+
+    print(format_policy(_engine(config).policy))
+    return EXIT_OK
+
+
+def _iter_inputs(inputs: list[Path]) -> Iterator[Path]:
+    for path in inputs:
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    yield Path(root, name)
+        else:
+            yield path
+
+
+def _write_output(output: Path, result: DeidentifiedObject) -> None:
+    target = output / result.relative_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.tmp")
+    temporary.write_bytes(result.encoded)
+    os.replace(temporary, target)
+
+
+def _deidentify(config: Config, args: argparse.Namespace) -> int:
+    missing = [i for i, p in enumerate(args.inputs, 1) if not p.exists()]
+    if missing:
+        # Input names can carry names and MRNs: refer to inputs by position only.
+        print(f"error: input argument(s) {', '.join(map(str, missing))} do not exist", file=sys.stderr)
+        return EXIT_USAGE
+    engine = _engine(config)
+    written = refused = 0
+    for number, path in enumerate(_iter_inputs(args.inputs), 1):
+        try:
+            result = engine.deidentify_file(path)
+            _write_output(args.output, result)
+        except Refused as exc:
+            refused += 1
+            print(f"refused: input file #{number}: {exc.reason} (status 0x{int(exc.status):04X})", file=sys.stderr)
+            continue
+        written += 1
+        print(f"written: {result.relative_path}")
+    print(f"summary: {written} written, {refused} refused, output in {args.output}")
+    return EXIT_REFUSED if refused else EXIT_OK
+
+
+def _spool(config: Config, args: argparse.Namespace) -> int:
+    from dicom_proxy.spool import Spool
+
+    names = [d.name for d in config.destinations]
+    if args.destination is not None:
+        if args.destination not in names:
+            print(f"error: no destination named {args.destination!r}; known: {', '.join(names)}", file=sys.stderr)
+            return EXIT_USAGE
+        names = [args.destination]
+    spool = Spool(config.spool, names)
+    if not spool.root.is_dir():
+        print(f"spool {spool.root} does not exist yet (nothing received)")
+        return EXIT_OK
+    if args.action == "status":
+        print(f"{'destination':<24} {'queued':>8} {'bytes':>14} {'quarantined':>12}")
+        for status in spool.status():
+            print(f"{status.destination:<24} {status.queued:>8} {status.queued_bytes:>14} {status.quarantined:>12}")
+    elif args.action == "list":
+        for name in names:
+            for entry in spool.pending(name) if spool.queue_dir(name).is_dir() else []:
+                print(f"{name}\tqueued\t{entry.path.name}\t{entry.size}")
+            for path in spool.quarantined(name):
+                reason = Path(str(path) + ".reason.json")
+                print(f"{name}\tquarantined\t{path.name}\t{reason.read_text().strip() if reason.exists() else ''}")
+    elif args.action == "retry":
+        for name in names:
+            print(f"{name}: {spool.retry_quarantined(name)} quarantined entries queued again")
+    else:
+        for name in names:
+            print(f"{name}: {spool.purge_quarantined(name)} quarantined entries deleted")
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "serve": _serve,
+    "deidentify": _deidentify,
+    "check-config": _check_config,
+    "show-policy": _show_policy,
+    "spool": _spool,
+}

@@ -1,0 +1,274 @@
+"""Delivery: one worker per destination drains that destination's spool queue.
+
+Each result is DELIVERED (delete the entry), RETRY (keep it, back off, try again) or REFUSED
+(permanent: quarantine with a PHI-free reason), as in RSNA CTP's OK / RETRY / FAIL.
+A dead destination only ever delays its own queue.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import random
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+
+from pydicom import dcmread
+from pydicom.filereader import read_file_meta_info
+from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
+
+from dicom_proxy import audit
+from dicom_proxy.config import DestinationConfig, NodeConfig
+from dicom_proxy.models import SpoolEntry
+from dicom_proxy.spool import Spool, _fsync_dir
+from dicom_proxy.status import is_success, is_transient_failure
+from dicom_proxy.tcp import set_tcp_nodelay
+
+log = logging.getLogger(__name__)
+
+# Send spooled files straight from disk in chunks: no decode, no re-encode, bounded memory.
+_config.STORE_SEND_CHUNKED_DATASET = True
+
+# PS3.8 9.3.2.2: at most 128 presentation contexts per association request.
+_MAX_CONTEXTS = 120
+
+
+class Result(enum.Enum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: Result
+    reason: str = ""
+    status: int | None = None
+
+
+class Sender:
+    """Delivers one spooled file to one destination."""
+
+    def send(self, entry: SpoolEntry) -> Outcome:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release whatever is held open (association, files)."""
+
+
+class FolderSender(Sender):
+    """Writes `<path>/<Study>/<Series>/<SOP>.dcm` (temp file, fsync, rename)."""
+
+    def __init__(self, destination: DestinationConfig) -> None:
+        assert destination.path is not None
+        self.root = destination.path
+
+    def send(self, entry: SpoolEntry) -> Outcome:
+        try:
+            header = dcmread(
+                entry.path,
+                stop_before_pixels=True,
+                specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"],
+            )
+            folder = self.root / str(header.StudyInstanceUID) / str(header.SeriesInstanceUID)
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / f"{header.SOPInstanceUID}.dcm"
+            temporary = folder / f".{target.name}.tmp"
+            shutil.copyfile(entry.path, temporary)
+            with open(temporary, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(temporary, target)
+            _fsync_dir(folder)
+        except OSError as exc:
+            # Disk full or permissions: the folder may recover, so keep the entry.
+            return Outcome(Result.RETRY, f"cannot write to folder ({exc.strerror})")
+        except Exception as exc:
+            return Outcome(Result.REFUSED, f"spooled file unreadable ({type(exc).__name__})")
+        return Outcome(Result.DELIVERED)
+
+
+class DicomSender(Sender):
+    """A storage SCU that keeps its association open across objects (PS3.4 Annex B)."""
+
+    def __init__(self, destination: DestinationConfig, node: NodeConfig) -> None:
+        self.destination = destination
+        self.ae = AE(ae_title=destination.calling_ae_title or node.ae_title)
+        self.ae.acse_timeout = destination.acse_timeout
+        self.ae.dimse_timeout = destination.dimse_timeout
+        self.ae.network_timeout = destination.network_timeout
+        self.ae.connection_timeout = destination.network_timeout
+        self.ae.maximum_pdu_size = destination.maximum_pdu_size
+        self.assoc: Association | None = None
+        # (SOP Class, Transfer Syntax) pairs this destination has been asked for, newest last.
+        self._contexts: dict[tuple[str, str], None] = {}
+
+    def send(self, entry: SpoolEntry) -> Outcome:
+        try:
+            meta = read_file_meta_info(entry.path)
+            context = (str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))
+        except Exception as exc:
+            return Outcome(Result.REFUSED, f"spooled file unreadable ({type(exc).__name__})")
+        outcome = self._ensure_association(context)
+        if outcome is not None:
+            return outcome
+        assert self.assoc is not None
+        try:
+            response = self.assoc.send_c_store(entry.path)
+        except ValueError:
+            # The peer accepted the association but not this SOP class / transfer syntax.
+            self.close()
+            return Outcome(Result.REFUSED, "presentation context rejected by destination")
+        except Exception as exc:
+            self.close()
+            return Outcome(Result.RETRY, f"C-STORE failed ({type(exc).__name__})")
+        if "Status" not in response:
+            # Timeout, abort or invalid response: the association is gone; try again later.
+            self.close()
+            return Outcome(Result.RETRY, "no C-STORE response (timeout or abort)")
+        status = int(response.Status)
+        if is_success(status):
+            return Outcome(Result.DELIVERED, status=status)
+        if is_transient_failure(status):
+            return Outcome(Result.RETRY, f"destination out of resources (0x{status:04X})", status)
+        return Outcome(Result.REFUSED, f"destination refused the object (0x{status:04X})", status)
+
+    def _ensure_association(self, context: tuple[str, str]) -> Outcome | None:
+        if self.assoc is not None and self.assoc.is_established and self._accepted(context):
+            return None
+        if self.assoc is not None and self.assoc.is_established and context in self._contexts:
+            # Already asked for on this association and not accepted: permanent.
+            return Outcome(Result.REFUSED, "presentation context rejected by destination")
+        self.close()
+        self._contexts[context] = None
+        while len(self._contexts) > _MAX_CONTEXTS:
+            del self._contexts[next(iter(self._contexts))]
+        self.ae.requested_contexts = []
+        for sop_class, syntax in self._contexts:
+            self.ae.add_requested_context(sop_class, syntax)
+        d = self.destination
+        assoc = self.ae.associate(
+            d.host,
+            d.port,
+            ae_title=d.ae_title,
+            max_pdu=d.maximum_pdu_size,
+            evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay)],
+        )
+        if not assoc.is_established:
+            why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "failed"
+            return Outcome(Result.RETRY, f"association {why}")
+        self.assoc = assoc
+        if not self._accepted(context):
+            return Outcome(Result.REFUSED, "presentation context rejected by destination")
+        return None
+
+    def _accepted(self, context: tuple[str, str]) -> bool:
+        assert self.assoc is not None
+        for accepted in self.assoc.accepted_contexts:
+            if accepted.abstract_syntax == context[0] and accepted.transfer_syntax[0] == context[1]:
+                return True
+        return False
+
+    def close(self) -> None:
+        if self.assoc is not None:
+            try:
+                if self.assoc.is_established:
+                    self.assoc.release()
+            except Exception:  # noqa: BLE001 - closing must never raise
+                self.assoc.abort()
+            self.assoc = None
+
+
+def make_sender(destination: DestinationConfig, node: NodeConfig) -> Sender:
+    if destination.type == "folder":
+        return FolderSender(destination)
+    return DicomSender(destination, node)
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.initial * 2**self.attempt)
+        self.attempt = min(self.attempt + 1, 32)
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+# Release an idle association after this long so destinations are not held needlessly.
+_IDLE_RELEASE_SECONDS = 5.0
+
+
+class Forwarder(threading.Thread):
+    """Drains one destination's queue until stopped."""
+
+    def __init__(self, destination: DestinationConfig, node: NodeConfig, spool: Spool) -> None:
+        super().__init__(name=f"forward-{destination.name}", daemon=True)
+        self.destination = destination
+        self.spool = spool
+        self.sender = make_sender(destination, node)
+        self.backoff = Backoff(destination.retry_initial_delay, destination.retry_max_delay)
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.spool.wake()
+
+    def run(self) -> None:
+        idle_since: float | None = None
+        try:
+            while not self._stop_event.is_set():
+                entries = self.spool.pending(self.destination.name)
+                if not entries:
+                    idle_since = self._idle(idle_since)
+                    continue
+                idle_since = None
+                self._drain(entries)
+        finally:
+            self.sender.close()
+
+    def _idle(self, idle_since: float | None) -> float:
+        now = time.monotonic()
+        if idle_since is None:
+            idle_since = now
+        elif now - idle_since > _IDLE_RELEASE_SECONDS:
+            self.sender.close()
+        self.spool.wait_for_work(0.5)
+        return idle_since
+
+    def _drain(self, entries: list[SpoolEntry]) -> None:
+        for entry in entries:
+            if self._stop_event.is_set():
+                return
+            if not entry.path.exists():
+                continue
+            outcome = self.sender.send(entry)
+            if outcome.result is Result.DELIVERED:
+                self.spool.complete(entry)
+                self.backoff.reset()
+                audit.record("forwarded", destination=self.destination.name, entry=entry.path.name)
+            elif outcome.result is Result.REFUSED:
+                self.spool.quarantine(
+                    entry, {"destination": self.destination.name, "reason": outcome.reason, "status": outcome.status}
+                )
+                audit.record(
+                    "quarantined", destination=self.destination.name, entry=entry.path.name, reason=outcome.reason
+                )
+            else:
+                delay = self.backoff.next_delay()
+                log.warning(
+                    "destination %s: %s; retrying in %.1fs", self.destination.name, outcome.reason, delay
+                )
+                self._stop_event.wait(delay)
+                return
+

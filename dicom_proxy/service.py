@@ -1,0 +1,147 @@
+"""Lifecycle of the node: start, readiness, SIGTERM drain, SIGHUP reload.
+
+Start order makes promise 2 hold: the spool is recovered and forwarders run before the port
+listens, so nothing is acknowledged that could not be queued.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+
+from dicom_proxy import audit, sdnotify
+from dicom_proxy.config import Config, ConfigError, load_config
+from dicom_proxy.deidentify import Engine
+from dicom_proxy.forward import Forwarder
+from dicom_proxy.receive import StorePipeline, start_server
+from dicom_proxy.secret import load_or_create_key
+from dicom_proxy.spool import Spool
+
+log = logging.getLogger(__name__)
+
+# How long SIGTERM waits for associations in progress before aborting them.
+DRAIN_SECONDS = 30.0
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    # pynetdicom's INFO/DEBUG output includes original UIDs from C-STORE requests (PHI):
+    # keep it at WARNING whatever our own level is.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def build_engine(config: Config) -> Engine:
+    key = load_or_create_key(config.deidentify.secret_key_file)
+    return Engine(config.deidentify, key)
+
+
+class Node:
+    """One running proxy: SCP, pipeline, spool and one forwarder per destination."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.spool = Spool(config.spool, [d.name for d in config.destinations])
+        self.pipeline = StorePipeline(build_engine(config), self.spool)
+        self.forwarders = [Forwarder(d, config.node, self.spool) for d in config.destinations]
+        self.server = None  # type: ignore[var-annotated]
+        self.stopped = threading.Event()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.server is not None
+        host, port = self.server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        recovered = self.spool.open()
+        if recovered:
+            log.info("spool: %d queued entries recovered for delivery", recovered)
+        for forwarder in self.forwarders:
+            forwarder.start()
+        self.server = start_server(self.config.node, self.pipeline)
+        host, port = self.address
+        log.info("dicom-proxy ready: AE %s listening on %s:%d", self.config.node.ae_title, host, port)
+        audit.record("started", port=port, destinations=[d.name for d in self.config.destinations])
+        sdnotify.notify("READY=1")
+        sdnotify.start_watchdog(self.stopped, lambda: all(f.is_alive() for f in self.forwarders))
+
+    def reload(self) -> None:
+        """Re-read the configuration and swap in a new engine; keep the old one on any error."""
+        if self.config.source is None:
+            return
+        try:
+            config = load_config(self.config.source)
+            engine = build_engine(config)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload rejected, keeping the current policy: %s", problem)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bad reload must never stop the node
+            log.error("reload rejected, keeping the current policy: %s", exc)
+            return
+        if (config.node, config.destinations, config.spool) != (
+            self.config.node,
+            self.config.destinations,
+            self.config.spool,
+        ):
+            log.warning("reload: [node], [[destinations]] and [spool] changes take effect on restart")
+        self.pipeline.engine = engine
+        log.info("reload: policy and pixel rules reloaded")
+        audit.record("reloaded")
+
+    def stop(self, drain_seconds: float = DRAIN_SECONDS) -> None:
+        """Stop accepting, let associations in progress finish (bounded), stop forwarders."""
+        sdnotify.notify("STOPPING=1")
+        if self.server is not None:
+            server = self.server
+            associations = list(server.active_associations)
+            server.shutdown()
+            deadline = time.monotonic() + drain_seconds
+            while any(a.is_alive() for a in associations) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for assoc in associations:
+                if assoc.is_alive():
+                    assoc.abort()
+        for forwarder in self.forwarders:
+            forwarder.stop()
+        for forwarder in self.forwarders:
+            forwarder.join(timeout=drain_seconds)
+        self.stopped.set()
+        audit.record("stopped")
+
+
+def serve(config: Config) -> int:
+    """Run until SIGTERM or SIGINT; SIGHUP reloads the policy. Returns the exit status."""
+    configure_logging(config.logging.level)
+    audit.configure(config.logging.audit_file)
+    node = Node(config)
+    stop_requested = threading.Event()
+    reload_requested = threading.Event()
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        stop_requested.set()
+
+    def on_reload(signum: int, frame: FrameType | None) -> None:
+        reload_requested.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_reload)
+    node.start()
+    while not stop_requested.wait(0.2):
+        if reload_requested.is_set():
+            reload_requested.clear()
+            node.reload()
+    log.info("stopping: draining associations in progress")
+    node.stop()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,246 @@
+"""Durable queue of de-identified objects, one queue per destination (promise 2).
+
+Layout under `[spool].directory` (directories 0700, files 0600):
+
+    incoming/                 temporary files being written; anything here after a crash is
+                              incomplete and is removed on start
+    queues/<destination>/     entries waiting for delivery, named `<sequence>-<SOPInstanceUID>.dcm`
+    quarantine/<destination>/ entries a destination refused permanently, each with a
+                              `.reason.json` beside it
+
+An object is written once to `incoming/`, fsync'ed, hard-linked into every destination's queue,
+the queue directories are fsync'ed, and only then is the sender answered Success. A queue entry is
+deleted only after its destination confirmed it. Spool and quarantine hold de-identified objects
+only, and every name is built from pseudonymous UIDs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dicom_proxy.config import SpoolConfig
+from dicom_proxy.models import DeidentifiedObject, SpoolEntry
+
+_DIR_MODE = 0o700
+_FILE_MODE = 0o600
+SUFFIX = ".dcm"
+REASON_SUFFIX = ".reason.json"
+
+
+class SpoolFull(Exception):
+    """The spool's byte limit or the disk's free-space floor would be exceeded."""
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    destination: str
+    queued: int
+    queued_bytes: int
+    quarantined: int
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dir(path: Path) -> None:
+    path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(path, _DIR_MODE)
+
+
+class Spool:
+    """The on-disk queues. Thread-safe; one instance per process that writes."""
+
+    def __init__(self, config: SpoolConfig, destinations: list[str] | tuple[str, ...]) -> None:
+        self.config = config
+        self.root = config.directory
+        self.destinations = tuple(destinations)
+        self.incoming = self.root / "incoming"
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._sequence = itertools.count()
+        self._bytes = 0
+
+    # -- paths ---------------------------------------------------------------------------
+    def queue_dir(self, destination: str) -> Path:
+        return self.root / "queues" / destination
+
+    def quarantine_dir(self, destination: str) -> Path:
+        return self.root / "quarantine" / destination
+
+    # -- start ---------------------------------------------------------------------------
+    def open(self) -> int:
+        """Create directories, remove partial files left by a crash, count what is queued.
+
+        Returns the number of entries found waiting (they will be delivered).
+        """
+        _make_dir(self.root)
+        _make_dir(self.incoming)
+        for leftover in self.incoming.iterdir():
+            leftover.unlink(missing_ok=True)
+        queued = 0
+        total = 0
+        for destination in self.destinations:
+            _make_dir(self.queue_dir(destination))
+            _make_dir(self.quarantine_dir(destination))
+            for entry in self.pending(destination):
+                queued += 1
+                total += entry.size
+        with self._lock:
+            self._bytes = total
+        return queued
+
+    # -- write ---------------------------------------------------------------------------
+    def check_capacity(self, incoming_bytes: int = 0) -> None:
+        """Raise SpoolFull when accepting `incoming_bytes` more would break a limit."""
+        with self._lock:
+            held = self._bytes
+        if held + incoming_bytes * max(1, len(self.destinations)) > self.config.max_bytes:
+            raise SpoolFull("spool byte limit reached")
+        if shutil.disk_usage(self.root).free - incoming_bytes < self.config.min_free_bytes:
+            raise SpoolFull("free disk space below spool.min_free_bytes")
+
+    def store(self, obj: DeidentifiedObject) -> list[SpoolEntry]:
+        """Durably enqueue `obj` for every destination; return when it is safe to say Success."""
+        self.check_capacity(len(obj.encoded))
+        name = f"{time.time_ns():020d}-{next(self._sequence) % 1_000_000:06d}-{obj.sop_instance_uid}{SUFFIX}"
+        temporary = self.incoming / (name + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+        try:
+            view = memoryview(obj.encoded)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        entries = []
+        try:
+            for destination in self.destinations:
+                target = self.queue_dir(destination) / name
+                os.link(temporary, target)
+                entries.append(SpoolEntry(destination, target, len(obj.encoded)))
+            for destination in self.destinations:
+                _fsync_dir(self.queue_dir(destination))
+        except BaseException:
+            for entry in entries:
+                entry.path.unlink(missing_ok=True)
+            raise
+        finally:
+            temporary.unlink(missing_ok=True)
+        with self._changed:
+            self._bytes += len(obj.encoded) * len(entries)
+            self._changed.notify_all()
+        return entries
+
+    # -- read / complete -------------------------------------------------------------------
+    def pending(self, destination: str) -> list[SpoolEntry]:
+        """The destination's queue, oldest first."""
+        entries = []
+        with os.scandir(self.queue_dir(destination)) as it:
+            for item in it:
+                if item.name.endswith(SUFFIX):
+                    try:
+                        size = item.stat().st_size
+                    except FileNotFoundError:
+                        continue
+                    entries.append(SpoolEntry(destination, Path(item.path), size))
+        entries.sort(key=lambda e: e.path.name)
+        return entries
+
+    def complete(self, entry: SpoolEntry) -> None:
+        """The destination confirmed the object: drop the entry."""
+        entry.path.unlink(missing_ok=True)
+        with self._lock:
+            self._bytes = max(0, self._bytes - entry.size)
+
+    def quarantine(self, entry: SpoolEntry, reason: dict[str, object]) -> Path:
+        """Move a permanently refused entry aside with a PHI-free reason file."""
+        folder = self.quarantine_dir(entry.destination)
+        _make_dir(folder)
+        target = folder / entry.path.name
+        reason_path = folder / (entry.path.name + REASON_SUFFIX)
+        _write_small_file(reason_path, json.dumps({**reason, "time": time.time()}, indent=1) + "\n")
+        os.replace(entry.path, target)
+        _fsync_dir(folder)
+        _fsync_dir(entry.path.parent)
+        with self._lock:
+            self._bytes = max(0, self._bytes - entry.size)
+        return target
+
+    def retry_quarantined(self, destination: str) -> int:
+        """Move every quarantined entry of `destination` back into its queue."""
+        folder = self.quarantine_dir(destination)
+        moved = 0
+        for path in sorted(folder.glob(f"*{SUFFIX}")):
+            os.replace(path, self.queue_dir(destination) / path.name)
+            Path(str(path) + REASON_SUFFIX).unlink(missing_ok=True)
+            moved += 1
+        _fsync_dir(self.queue_dir(destination))
+        return moved
+
+    def purge_quarantined(self, destination: str) -> int:
+        folder = self.quarantine_dir(destination)
+        removed = 0
+        for path in folder.glob(f"*{SUFFIX}"):
+            path.unlink(missing_ok=True)
+            Path(str(path) + REASON_SUFFIX).unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    def quarantined(self, destination: str) -> list[Path]:
+        folder = self.quarantine_dir(destination)
+        if not folder.is_dir():
+            return []
+        return sorted(folder.glob(f"*{SUFFIX}"))
+
+    def status(self) -> list[QueueStatus]:
+        result = []
+        for destination in self.destinations:
+            pending = self.pending(destination) if self.queue_dir(destination).is_dir() else []
+            result.append(
+                QueueStatus(
+                    destination,
+                    len(pending),
+                    sum(e.size for e in pending),
+                    len(self.quarantined(destination)),
+                )
+            )
+        return result
+
+    # -- waiting ---------------------------------------------------------------------------
+    def wait_for_work(self, timeout: float) -> None:
+        """Block until something is stored or `timeout` passes."""
+        with self._changed:
+            self._changed.wait(timeout)
+
+    def wake(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def held_bytes(self) -> int:
+        with self._lock:
+            return self._bytes
+
+
+def _write_small_file(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+    try:
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
