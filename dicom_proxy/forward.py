@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
@@ -35,6 +37,7 @@ _config.STORE_SEND_CHUNKED_DATASET = True
 
 # PS3.8 9.3.2.2: at most 128 presentation contexts per association request.
 _MAX_CONTEXTS = 120
+_UNCOMPRESSED = (str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian))
 
 
 class Result(enum.Enum):
@@ -117,14 +120,23 @@ class DicomSender(Sender):
             return outcome
         assert self.assoc is not None
         try:
-            response = self.assoc.send_c_store(entry.path)
-        except ValueError:
-            # The peer accepted the association but not this SOP class / transfer syntax.
+            if self._accepted(context[0], context[1]):
+                # The usual case: the stored bytes go out as they are, streamed from disk.
+                response = self.assoc.send_c_store(entry.path)
+            else:
+                response = self.assoc.send_c_store(self._converted(entry, context[0]))
+        except (ValueError, AttributeError, NotImplementedError, RuntimeError) as exc:
+            if self.assoc is not None and self.assoc.is_established:
+                # Established but the object cannot be sent in any accepted syntax: permanent.
+                return Outcome(Result.REFUSED, f"cannot send in an accepted transfer syntax ({type(exc).__name__})")
             self.close()
-            return Outcome(Result.REFUSED, "presentation context rejected by destination")
+            return Outcome(Result.RETRY, f"C-STORE failed ({type(exc).__name__})")
         except Exception as exc:
             self.close()
             return Outcome(Result.RETRY, f"C-STORE failed ({type(exc).__name__})")
+        return self._outcome(response)
+
+    def _outcome(self, response: Dataset) -> Outcome:
         if "Status" not in response:
             # Timeout, abort or invalid response: the association is gone; try again later.
             self.close()
@@ -136,19 +148,37 @@ class DicomSender(Sender):
             return Outcome(Result.RETRY, f"destination out of resources (0x{status:04X})", status)
         return Outcome(Result.REFUSED, f"destination refused the object (0x{status:04X})", status)
 
+    def _converted(self, entry: SpoolEntry, sop_class: str) -> Dataset:
+        """Re-encode for a destination that did not accept the stored syntax (PS3.5 10)."""
+        accepted = next(
+            c.transfer_syntax[0] for c in self.assoc.accepted_contexts if c.abstract_syntax == sop_class  # type: ignore[union-attr]
+        )
+        dataset = dcmread(entry.path)
+        if dataset.file_meta.TransferSyntaxUID.is_compressed:
+            # Never make a new SOP Instance UID here: the pseudonym mapping must stay stable.
+            dataset.decompress(generate_instance_uid=False)
+        syntax = UID(accepted)
+        dataset.file_meta.TransferSyntaxUID = syntax
+        dataset.set_original_encoding(syntax.is_implicit_VR, syntax.is_little_endian, dataset.original_character_set)
+        return dataset
+
     def _ensure_association(self, context: tuple[str, str]) -> Outcome | None:
-        if self.assoc is not None and self.assoc.is_established and self._accepted(context):
+        established = self.assoc is not None and self.assoc.is_established
+        if established and self._accepted(context[0]):
             return None
-        if self.assoc is not None and self.assoc.is_established and context in self._contexts:
-            # Already asked for on this association and not accepted: permanent.
-            return Outcome(Result.REFUSED, "presentation context rejected by destination")
+        if established and context in self._contexts:
+            # Asked for on this association, neither syntax accepted: permanent.
+            return Outcome(Result.REFUSED, "SOP class or transfer syntax rejected by destination")
         self.close()
         self._contexts[context] = None
-        while len(self._contexts) > _MAX_CONTEXTS:
+        while len(self._contexts) * 2 > _MAX_CONTEXTS:
             del self._contexts[next(iter(self._contexts))]
         self.ae.requested_contexts = []
         for sop_class, syntax in self._contexts:
+            # The stored syntax first; uncompressed little endian as a fallback we can convert to.
             self.ae.add_requested_context(sop_class, syntax)
+            fallback = [s for s in _UNCOMPRESSED if s != syntax]
+            self.ae.add_requested_context(sop_class, fallback)
         d = self.destination
         assoc = self.ae.associate(
             d.host,
@@ -161,16 +191,17 @@ class DicomSender(Sender):
             why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "failed"
             return Outcome(Result.RETRY, f"association {why}")
         self.assoc = assoc
-        if not self._accepted(context):
-            return Outcome(Result.REFUSED, "presentation context rejected by destination")
+        if not self._accepted(context[0]):
+            return Outcome(Result.REFUSED, "SOP class or transfer syntax rejected by destination")
         return None
 
-    def _accepted(self, context: tuple[str, str]) -> bool:
+    def _accepted(self, sop_class: str, syntax: str | None = None) -> bool:
+        """Is there an accepted context for `sop_class` (in `syntax`, when given)?"""
         assert self.assoc is not None
-        for accepted in self.assoc.accepted_contexts:
-            if accepted.abstract_syntax == context[0] and accepted.transfer_syntax[0] == context[1]:
-                return True
-        return False
+        return any(
+            c.abstract_syntax == sop_class and (syntax is None or c.transfer_syntax[0] == syntax)
+            for c in self.assoc.accepted_contexts
+        )
 
     def close(self) -> None:
         if self.assoc is not None:

@@ -117,6 +117,7 @@ class Proxy:
     workdir: Path
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
+    env: dict[str, str] | None = None
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -130,6 +131,7 @@ class Proxy:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
+            env={**os.environ, **(self.env or {})},
         )
         log.close()
         pattern = re.compile(rb"listening on [^:]+:(\d+)")
@@ -254,28 +256,38 @@ def run_in_thread(function: Callable[[], Any]) -> threading.Thread:
     return thread
 
 
-def pynetdicom_send_file(port: int, path: Path, called: str = "DEID_PROXY") -> int | None:
-    """Send a file's data set bytes exactly as stored (no re-encoding) with pynetdicom.
+def pynetdicom_send_files(port: int, paths: Iterable[Path], called: str = "DEID_PROXY") -> list[int | None]:
+    """Send files' data set bytes exactly as stored (no re-encoding) with pynetdicom, in one
+    association; return each C-STORE status (None: no response).
 
-    Lets tests deliver corrupt data sets that dcmtk would refuse to send. Returns the C-STORE
-    status, or None when the association or the response failed.
+    Lets tests deliver corrupt data sets that dcmtk would refuse to send.
     """
     from pydicom.filereader import read_file_meta_info
     from pynetdicom import AE, _config
 
-    meta = read_file_meta_info(path)
+    paths = list(paths)
+    metas = [read_file_meta_info(p) for p in paths]
     ae = AE(ae_title="PYNETDICOM")
-    ae.add_requested_context(meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID)
+    for context in {(str(m.MediaStorageSOPClassUID), str(m.TransferSyntaxUID)) for m in metas}:
+        ae.add_requested_context(*context)
     previous = _config.STORE_SEND_CHUNKED_DATASET
     _config.STORE_SEND_CHUNKED_DATASET = True
+    statuses: list[int | None] = []
     try:
         assoc = ae.associate("127.0.0.1", port, ae_title=called)
         if not assoc.is_established:
-            return None
+            return [None] * len(paths)
         try:
-            response = assoc.send_c_store(path)
+            for path in paths:
+                response = assoc.send_c_store(path)
+                statuses.append(int(response.Status) if "Status" in response else None)
         finally:
-            assoc.release()
+            if assoc.is_established:
+                assoc.release()
     finally:
         _config.STORE_SEND_CHUNKED_DATASET = previous
-    return int(response.Status) if "Status" in response else None
+    return statuses
+
+
+def pynetdicom_send_file(port: int, path: Path, called: str = "DEID_PROXY") -> int | None:
+    return pynetdicom_send_files(port, [path], called)[0]

@@ -1,0 +1,69 @@
+"""`dicom-proxy deidentify`, `check-config`, `spool`: exit codes, outputs named by new identity."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from pydicom import dcmread
+
+from tests.corpus import PATIENTS, write_corpus
+from tests.netpeers import base_config, write_config
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dicom_proxy", *args], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
+
+
+def _config(tmp_path: Path) -> Path:
+    folder = {"name": "archive", "type": "folder", "path": str(tmp_path / "archive")}
+    return write_config(tmp_path / "proxy.toml", base_config(tmp_path, [folder]))
+
+
+def test_deidentify_writes_by_new_identity_and_exits_0(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "in" / PATIENTS[0].name.replace("^", "_"), patients=2, images_per_series=2)
+    result = _run("deidentify", "--config", str(_config(tmp_path)), "--output", str(tmp_path / "out"),
+                  str(tmp_path / "in"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    outputs = sorted((tmp_path / "out").rglob("*.dcm"))
+    assert len(outputs) == len(corpus)
+    assert f"summary: {len(corpus)} written, 0 refused" in result.stdout
+    for path in outputs:
+        ds = dcmread(path)
+        assert path.relative_to(tmp_path / "out").parts == (
+            str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), f"{ds.SOPInstanceUID}.dcm")
+    # Neither names nor MRNs in anything printed (input folder names carry one here).
+    for patient in PATIENTS:
+        for part in (patient.patient_id, *patient.name.split("^")):
+            assert part not in result.stdout + result.stderr
+    assert (tmp_path / "secret.key").stat().st_mode & 0o077 == 0
+
+
+def test_deidentify_exits_1_when_any_input_is_refused(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "in", patients=1, images_per_series=1)
+    (tmp_path / "in" / "notes-about-MRN77441209.txt").write_text("not DICOM")
+    result = _run("deidentify", "--config", str(_config(tmp_path)), "--output", str(tmp_path / "out"),
+                  str(tmp_path / "in"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"summary: {len(corpus)} written, 1 refused" in result.stdout
+    assert "MRN77441209" not in result.stdout + result.stderr
+
+
+def test_deidentify_usage_errors_exit_2(tmp_path: Path) -> None:
+    missing = _run("deidentify", "--config", str(_config(tmp_path)), "--output", str(tmp_path / "out"),
+                   str(tmp_path / "DOE_JOHN"), cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "DOE_JOHN" not in missing.stderr
+    no_args = _run("deidentify", "--config", str(_config(tmp_path)), cwd=tmp_path)
+    assert no_args.returncode == 2
+
+
+def test_check_config_and_spool_status(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    checked = _run("check-config", "--config", str(config), cwd=tmp_path)
+    assert checked.returncode == 0 and "OK" in checked.stdout
+    status = _run("spool", "status", "--config", str(config), cwd=tmp_path)
+    assert status.returncode == 0

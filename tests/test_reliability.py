@@ -1,0 +1,201 @@
+"""Faults with real processes, real signals and real peers: promise 2 (nothing acknowledged is
+lost) and fail-closed admission under pressure."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import ImplicitVRLittleEndian
+
+from tests.corpus import write_corpus
+from tests.netpeers import (
+    Proxy,
+    StoreSCP,
+    base_config,
+    dicom_destination,
+    free_port,
+    pynetdicom_send_files,
+    run_in_thread,
+    storescu,
+    wait_until,
+    write_config,
+)
+from tests.scripted_scp import ScriptedSCP
+
+pytestmark = pytest.mark.network
+
+
+def _proxy(tmp_path: Path, destinations: list[dict[str, object]], env: dict[str, str] | None = None,
+           **overrides: object) -> Proxy:
+    config = write_config(tmp_path / "proxy.toml", base_config(tmp_path, destinations, **overrides))
+    return Proxy(config, tmp_path, env=env)
+
+
+def _queue(tmp_path: Path, name: str) -> list[Path]:
+    folder = tmp_path / "spool" / "queues" / name
+    return sorted(folder.glob("*.dcm")) if folder.is_dir() else []
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dicom_proxy", *args, "--config", str(tmp_path / "proxy.toml")],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+
+
+def test_kill_9_after_success_then_restart_delivers_everything(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus", patients=2, series_per_study=2, images_per_series=3)
+    archive_port = free_port()
+    proxy = _proxy(tmp_path, [dicom_destination("research", archive_port)])
+    with proxy:
+        sent = storescu(proxy.port, corpus)
+        assert sent.statuses == ["Success"] * len(corpus), sent.output
+        proxy.kill()
+    # What a crash in the middle of the next write would leave behind.
+    (tmp_path / "spool" / "incoming" / "00000000000000000001-000000-2.25.1.dcm.tmp").write_bytes(b"partial")
+    assert len(_queue(tmp_path, "research")) == len(corpus)
+    with StoreSCP(tmp_path / "archive", archive_port) as scp, proxy:
+        assert wait_until(lambda: len(scp.files()) == len(corpus), 60), len(scp.files())
+        assert wait_until(lambda: not _queue(tmp_path, "research"), 30)
+        assert not list((tmp_path / "spool" / "incoming").iterdir())
+        assert "recovered for delivery" in proxy.log()
+        assert proxy.terminate() == 0
+
+
+def test_out_of_resources_is_retried_until_delivered(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus", patients=1, series_per_study=1, images_per_series=3)
+    archive_port = free_port()
+    with ScriptedSCP(archive_port, statuses=[0xA700, 0xA702, 0x0000]) as archive, _proxy(
+        tmp_path, [dicom_destination("research", archive_port)]
+    ) as proxy:
+        assert storescu(proxy.port, corpus).statuses == ["Success"] * 3
+        assert wait_until(lambda: len(archive.stored) == 3, 30)
+        assert archive.answered[:2] == [0xA700, 0xA702]
+        assert wait_until(lambda: not _queue(tmp_path, "research"), 10)
+        assert "out of resources (0xA700)" in proxy.log()
+
+
+def test_permanent_refusal_is_quarantined_and_spool_retry_resends(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus", patients=1, series_per_study=1, images_per_series=2)
+    archive_port = free_port()
+    with _proxy(tmp_path, [dicom_destination("research", archive_port)]) as proxy:
+        with ScriptedSCP(archive_port, statuses=[0xC000]) as broken:
+            assert storescu(proxy.port, corpus).statuses == ["Success"] * 2
+            quarantine = tmp_path / "spool" / "quarantine" / "research"
+            assert wait_until(lambda: len(list(quarantine.glob("*.dcm"))) == 2, 30)
+            assert broken.stored == []
+        reasons = [p.read_text() for p in quarantine.glob("*.reason.json")]
+        assert len(reasons) == 2 and all("0xC000" in r for r in reasons)
+        status = _cli(tmp_path, "spool", "status")
+        assert status.returncode == 0
+        assert status.stdout.split("\n")[1].split() == ["research", "0", "0", "2"]
+        with ScriptedSCP(archive_port, statuses=[0x0000]) as fixed:
+            retried = _cli(tmp_path, "spool", "retry")
+            assert retried.returncode == 0 and "2 quarantined entries queued again" in retried.stdout
+            assert wait_until(lambda: len(fixed.stored) == 2, 30)
+        assert not list(quarantine.glob("*"))
+
+
+def test_one_dead_destination_does_not_delay_the_live_one(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus", patients=2, series_per_study=1, images_per_series=5)
+    live_port, dead_port = free_port(), free_port()
+    destinations = [
+        dicom_destination("dead", dead_port, retry_initial_delay=5.0, retry_max_delay=30.0),
+        dicom_destination("live", live_port),
+    ]
+    with StoreSCP(tmp_path / "live", live_port) as live, _proxy(tmp_path, destinations) as proxy:
+        started = time.monotonic()
+        assert storescu(proxy.port, corpus).statuses == ["Success"] * len(corpus)
+        assert wait_until(lambda: len(live.files()) == len(corpus), 20)
+        elapsed = time.monotonic() - started
+        assert len(_queue(tmp_path, "dead")) == len(corpus)
+    # Informational: the live destination is never held back by the dead one's 5 s backoff.
+    print(f"live destination complete after {elapsed:.2f}s")
+
+
+def test_spool_limit_answers_out_of_resources_then_recovers_after_drain(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus", patients=1, series_per_study=1, images_per_series=6)
+    size = corpus[0].stat().st_size
+    archive_port = free_port()
+    spool = {"max_bytes": int(size * 3.5)}
+    with _proxy(tmp_path, [dicom_destination("research", archive_port)], spool=spool) as proxy:
+        statuses = pynetdicom_send_files(proxy.port, corpus)
+        assert statuses[:3] == [0x0000] * 3
+        assert statuses[3:] == [0xA700] * 3
+        assert len(_queue(tmp_path, "research")) == 3
+        with StoreSCP(tmp_path / "archive", archive_port) as scp:
+            assert wait_until(lambda: len(scp.files()) == 3, 30)
+            assert wait_until(lambda: not _queue(tmp_path, "research"), 10)
+            assert pynetdicom_send_files(proxy.port, corpus[3:]) == [0x0000] * 3
+            assert wait_until(lambda: len(scp.files()) == 6, 30)
+
+
+def test_sigterm_during_transfer_exits_0_and_loses_nothing(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus", patients=3, series_per_study=2, images_per_series=20, size=256)
+    archive_port = free_port()
+    proxy = _proxy(tmp_path, [dicom_destination("research", archive_port)])
+    results = []
+    with proxy:
+        sender = run_in_thread(lambda: results.append(storescu(proxy.port, corpus)))
+        assert wait_until(lambda: len(_queue(tmp_path, "research")) >= 5, 30)
+        assert proxy.terminate() == 0
+        sender.join(60)
+    acknowledged = results[0].statuses.count("Success")
+    assert 5 <= acknowledged
+    queued = _queue(tmp_path, "research")
+    # Every acknowledged object is queued, complete and parseable; no temporary files remain.
+    assert len(queued) >= acknowledged
+    assert not list((tmp_path / "spool" / "incoming").iterdir())
+    for path in queued:
+        assert dcmread(path).PatientIdentityRemoved == "YES"
+    with StoreSCP(tmp_path / "archive", archive_port) as scp, proxy:
+        assert wait_until(lambda: len(scp.files()) == len(queued), 60)
+
+
+def test_destination_accepting_only_implicit_vr_gets_converted_objects(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus", patients=1, series_per_study=1, images_per_series=2)
+    archive_port = free_port()
+    with ScriptedSCP(archive_port, transfer_syntaxes=[ImplicitVRLittleEndian]) as archive, _proxy(
+        tmp_path, [dicom_destination("research", archive_port)]
+    ) as proxy:
+        assert storescu(proxy.port, corpus).statuses == ["Success"] * 2
+        assert wait_until(lambda: len(archive.stored) == 2, 30), proxy.log()
+        assert all(ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian for ds in archive.stored)
+        assert {ds.PixelData for ds in archive.stored} == {dcmread(p).PixelData for p in corpus}
+
+
+def test_systemd_notify_ready_and_stopping(tmp_path: Path) -> None:
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(address)
+        listener.settimeout(30)
+        folder = {"name": "archive", "type": "folder", "path": str(tmp_path / "out")}
+        proxy = _proxy(tmp_path, [folder], env={"NOTIFY_SOCKET": address})
+        with proxy:
+            assert listener.recv(4096) == b"READY=1"
+            # READY=1 is sent only once the port accepts connections.
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=5):
+                pass
+            proxy.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            assert listener.recv(4096) == b"STOPPING=1"
+            assert proxy.process.wait(30) == 0  # type: ignore[union-attr]
+
+
+def test_refuses_to_start_when_secret_key_is_readable_by_others(tmp_path: Path) -> None:
+    key = tmp_path / "secret.key"
+    key.write_text("00" * 32 + "\n")
+    os.chmod(key, 0o644)
+    folder = {"name": "archive", "type": "folder", "path": str(tmp_path / "out")}
+    write_config(tmp_path / "proxy.toml", base_config(tmp_path, [folder]))
+    result = _cli(tmp_path, "serve")
+    assert result.returncode == 2
+    assert "accessible by group or others" in result.stderr
+    assert "00" * 32 not in result.stderr
