@@ -22,12 +22,12 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless, UID
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dicom_proxy.config import PixelConfig  # noqa: E402
-from dicom_proxy.deidentify.pixels import PixelCleaner  # noqa: E402
+from dicom_proxy.config import PixelConfig
+from dicom_proxy.deidentify.pixels import PixelCleaner
 
 RULES = """
 [[rules]]

@@ -131,8 +131,8 @@ rectangles = [{ x = 600, y = 400, width = 100, height = 100 }]
          "rules[0].rectangles[0].z: unknown key"),
         ('[[rules]]\nname = "a"\nmatch.Modality = "US"\nfill = [1, 2]\nrectangles = [{x=0,y=0,width=1,height=1}]',
          "rules[0].fill"),
-        ('[[rules]]\nname = "a"\nmatch.Modality = "US"\nrectangles = [{x=0,y=0,width=1,height=1}]\n'
-         '[[rules]]\nname = "a"\nmatch.Modality = "CT"\nrectangles = [{x=0,y=0,width=1,height=1}]',
+        (('[[rules]]\nname = "a"\nmatch.Modality = "US"\nrectangles = [{x=0,y=0,width=1,height=1}]\n'
+          '[[rules]]\nname = "a"\nmatch.Modality = "CT"\nrectangles = [{x=0,y=0,width=1,height=1}]'),
          "rules[1].name: duplicate rule name"),
         ("version = 2", "version: unknown key"),
     ],

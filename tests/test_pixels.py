@@ -24,6 +24,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
     JPEG2000,
+    MPEG2MPML,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
@@ -31,7 +32,6 @@ from pydicom.uid import (
     JPEG2000Lossless,
     JPEGLSLossless,
     JPEGLSNearLossless,
-    MPEG2MPML,
     RLELossless,
 )
 
@@ -122,7 +122,7 @@ def example(name: str) -> Dataset:
 
 def decoded(ds: Dataset) -> np.ndarray:
     """All frames as (frames, rows, columns, samples), in the stored colour space."""
-    array, meta = get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds, as_rgb=False)
+    array, _ = get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds, as_rgb=False)
     frames = int(ds.get("NumberOfFrames") or 1)
     samples = int(ds.get("SamplesPerPixel") or 1)
     return array.reshape(frames, int(ds.Rows), int(ds.Columns), samples).astype(np.int64)
@@ -203,10 +203,10 @@ def test_native_masking_keeps_every_byte_outside_the_rectangles(tmp_path: Path) 
 def test_icon_image_and_overlays_are_removed_after_masking(tmp_path: Path) -> None:
     ds = example("examples_overlay.dcm")
     ds.IconImageSequence = [Dataset()]
-    assert any(tag.group == 0x6000 for tag in ds.keys())
+    assert any(tag.group == 0x6000 for tag in ds.keys())  # noqa: SIM118
     make_cleaner(tmp_path).clean(ds)
     assert "IconImageSequence" not in ds
-    assert not any(0x6000 <= tag.group <= 0x601E for tag in ds.keys())
+    assert not any(0x6000 <= tag.group <= 0x601E for tag in ds.keys())  # noqa: SIM118
 
 
 # -- synthetic layouts: every photometric, bit depth, sign, planar configuration, frames ---------

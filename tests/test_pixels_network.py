@@ -44,6 +44,7 @@ def store_j2k(port: int, path: Path) -> tuple[list[str], str]:
         [require_tool("storescu"), "-v", "-xv", "-aec", "DEID_PROXY", "-aet", "STORESCU", "-to", "30",
          "127.0.0.1", str(port), str(path)],
         capture_output=True,
+        check=False,
         env=DCMTK_ENV,
         timeout=120,
     )

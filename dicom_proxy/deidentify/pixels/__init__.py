@@ -164,6 +164,7 @@ def _remove_icon_and_overlays(dataset: Dataset) -> None:
     """Icon Image Sequence and overlays may show the same text (PS3.15 Table E.1-1: X)."""
     if _ICON_IMAGE_SEQUENCE in dataset:
         del dataset[_ICON_IMAGE_SEQUENCE]
-    overlay_tags = [tag for tag in dataset.keys() if tag.group in _OVERLAY_GROUPS]
+    # keys(): iterating a Dataset yields elements, not tags
+    overlay_tags = [tag for tag in dataset.keys() if tag.group in _OVERLAY_GROUPS]  # noqa: SIM118
     for tag in overlay_tags:
         del dataset[tag]

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.pixels import get_decoder
+from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.utils import pack_bits
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
@@ -196,8 +196,10 @@ def decode(dataset: Dataset) -> tuple[np.ndarray, dict[str, Any]]:
     """All frames, in the stored colour space (no YBR -> RGB conversion), pixel-interleaved."""
     try:
         decoder = get_decoder(dataset.file_meta.TransferSyntaxUID)
-        array, meta = decoder.as_array(dataset, as_rgb=False)
-    except Exception as exc:
+        options: dict[str, Any] = {"as_rgb": False}  # keep the stored colour space
+        array, meta = decoder.as_array(dataset, **options)
+    except Exception as exc:  # noqa: BLE001 - plugins raise anything; fail closed
+
         raise PixelError(f"cannot decode Pixel Data ({type(exc).__name__})") from None
     if not array.flags.writeable:
         array = array.copy()
@@ -263,7 +265,7 @@ def store_encapsulated(
     size = array.nbytes
     try:
         dataset.compress(syntax, array, generate_instance_uid=False, **options)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - plugins raise anything; caller falls back
         raise PixelError(f"cannot re-encode Pixel Data ({type(exc).__name__})") from None
     if syntax in LOSSY_METHOD and options:
         _record_lossy_step(dataset, syntax, size)

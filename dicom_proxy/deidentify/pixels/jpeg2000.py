@@ -14,11 +14,11 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
-    UID,
     HTJ2K,
+    JPEG2000,
+    UID,
     HTJ2KLossless,
     HTJ2KLosslessRPCL,
-    JPEG2000,
     JPEG2000Lossless,
 )
 

@@ -20,7 +20,7 @@ def near_bound(dataset: Dataset, syntax: UID) -> dict[str, Any] | None:
     """The NEAR parameter of the first frame's Start of Scan (ISO 14495-1 C.2.3)."""
     try:
         frame = next(generate_frames(dataset.PixelData, number_of_frames=int(dataset.get("NumberOfFrames") or 1)))
-    except Exception:
+    except Exception:  # noqa: BLE001 - unreadable stream: no lossy option, store uncompressed
         return None
     sos = frame.find(b"\xff\xda")
     if sos < 0 or len(frame) < sos + 5:
