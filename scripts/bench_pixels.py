@@ -57,7 +57,9 @@ def dataset(array: np.ndarray, modality: str, syntax: UID) -> Dataset:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1" if modality == "US" else "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPClassUID = (
+        "1.2.840.10008.5.1.4.1.1.3.1" if modality == "US" else "1.2.840.10008.5.1.4.1.1.2"
+    )
     ds.SOPInstanceUID = "1.2.3"
     ds.Modality = modality
     ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, columns, samples
@@ -102,7 +104,9 @@ def bench_pixels(repeat: int = 5, cine_frames: int = 100) -> list[str]:
         cine = image(cine_frames, 480, 640, 3, 8)
         for syntax in SYNTAXES:
             seconds = measure(cleaner, dataset(ct, "CT", syntax), repeat)
-            lines.append(f"pixels  512x512x16 frame    {syntax.name:<45} {seconds * 1e3:9.2f} ms/frame")
+            lines.append(
+                f"pixels  512x512x16 frame    {syntax.name:<45} {seconds * 1e3:9.2f} ms/frame"
+            )
         for syntax in SYNTAXES:
             seconds = measure(cleaner, dataset(cine, "US", syntax), max(1, repeat // 2))
             lines.append(
@@ -117,7 +121,9 @@ def bench_pixels(repeat: int = 5, cine_frames: int = 100) -> list[str]:
         )
         untouched = dataset(ct, "MR", JPEGLSLossless)
         seconds = measure(cleaner, untouched, repeat * 20)
-        lines.append(f"pixels  no rule applies (header only, not decoded)        {seconds * 1e6:9.1f} us/object")
+        lines.append(
+            f"pixels  no rule applies (header only, not decoded)        {seconds * 1e6:9.1f} us/object"
+        )
         return lines
 
 

@@ -40,10 +40,16 @@ def test_starter_rules_load_and_match_common_cases() -> None:
     assert matched(cleaner, us) == ("US screen header band",)
     assert cleaner.plan(us)[1] == (Box(top=0, left=0, bottom=60, right=800),)
     dose = header(
-        Modality="CT", SOPClassUID="1.2.840.10008.5.1.4.1.1.7", SeriesDescription="Dose Report", Rows=512, Columns=512
+        Modality="CT",
+        SOPClassUID="1.2.840.10008.5.1.4.1.1.7",
+        SeriesDescription="Dose Report",
+        Rows=512,
+        Columns=512,
     )
     assert matched(cleaner, dose) == ("CT dose report screen",)
-    screen = header(Modality="MR", ImageType=["DERIVED", "SECONDARY", "SCREEN SAVE"], Rows=512, Columns=512)
+    screen = header(
+        Modality="MR", ImageType=["DERIVED", "SECONDARY", "SCREEN SAVE"], Rows=512, Columns=512
+    )
     assert matched(cleaner, screen) == ("console screen save banner",)
     assert matched(cleaner, header(Modality="US", Rows=300, Columns=400)) == ()
     assert matched(cleaner, header(Modality="CT", Rows=512, Columns=512)) == ()
@@ -63,14 +69,30 @@ rectangles = [{ x = 0, y = 0, width = 10, height = 10 }]
 """,
     )
     base = {"Modality": "US", "Rows": 600, "Columns": 800}
-    assert matched(cleaner, header(Manufacturer="GE Healthcare", ManufacturerModelName="Voluson E10", **base))
-    assert matched(cleaner, header(Manufacturer="Philips ", ManufacturerModelName="VOLUSON E8", **base))
+    assert matched(
+        cleaner, header(Manufacturer="GE Healthcare", ManufacturerModelName="Voluson E10", **base)
+    )
+    assert matched(
+        cleaner, header(Manufacturer="Philips ", ManufacturerModelName="VOLUSON E8", **base)
+    )
     # regex must cover the whole value; prefix is not "contains"; absent attribute never matches
-    assert not matched(cleaner, header(Manufacturer="GE", ManufacturerModelName="Voluson E10 BT", **base))
-    assert not matched(cleaner, header(Manufacturer="Acme GE", ManufacturerModelName="Voluson E8", **base))
+    assert not matched(
+        cleaner, header(Manufacturer="GE", ManufacturerModelName="Voluson E10 BT", **base)
+    )
+    assert not matched(
+        cleaner, header(Manufacturer="Acme GE", ManufacturerModelName="Voluson E8", **base)
+    )
     assert not matched(cleaner, header(Manufacturer="GE", **base))
-    assert not matched(cleaner, header(Manufacturer="GE", ManufacturerModelName="Voluson E8", Modality="CT",
-                                       Rows=600, Columns=800))
+    assert not matched(
+        cleaner,
+        header(
+            Manufacturer="GE",
+            ManufacturerModelName="Voluson E8",
+            Modality="CT",
+            Rows=600,
+            Columns=800,
+        ),
+    )
 
 
 def test_multivalued_image_type_is_joined_with_backslash(tmp_path: Path) -> None:
@@ -110,30 +132,58 @@ rectangles = [{ x = 600, y = 400, width = 100, height = 100 }]
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('[[rules]]\nmatch.Modality = "US"\nrectangles = [{x=0,y=0,width=1,height=1}]', "rules[0].name: required"),
-        ('[[rules]]\nname = "a"\nrectangles = [{x=0,y=0,width=1,height=1}]', "rules[0].match: required"),
+        (
+            '[[rules]]\nmatch.Modality = "US"\nrectangles = [{x=0,y=0,width=1,height=1}]',
+            "rules[0].name: required",
+        ),
+        (
+            '[[rules]]\nname = "a"\nrectangles = [{x=0,y=0,width=1,height=1}]',
+            "rules[0].match: required",
+        ),
         ('[[rules]]\nname = "a"\nmatch.Modality = "US"', "rules[0].rectangles: required"),
-        ('[[rules]]\nname = "a"\nmatch.Modality = { like = "US" }\nrectangles = [{x=0,y=0,width=1,height=1}]',
-         "rules[0].match.Modality: a table must have exactly one of"),
-        ('[[rules]]\nname = "a"\nmatch.Modality = { regex = "(" }\nrectangles = [{x=0,y=0,width=1,height=1}]',
-         "rules[0].match.Modality.regex: bad regular expression"),
-        ('[[rules]]\nname = "a"\nmatch.Modality = true\nrectangles = [{x=0,y=0,width=1,height=1}]',
-         "rules[0].match.Modality: must be a string"),
-        ('[[rules]]\nname = "a"\nmatch.Modality = "US"\nrectangles = [{x=0,y=0,width=1.5,height=1}]',
-         "rules[0].rectangles[0].width: must be an integer"),
-        ('[[rules]]\nname = "a"\nmatch.Modality = "US"\nrectangles = [{x=0.5,y=0,width=0.6,height=1,units="fraction"}]',
-         "rules[0].rectangles[0]: x + width"),
-        ('[[rules]]\nname = "a"\nmatch.Modality = "US"\nrectangles = [{x=0,y=0,width=0,height=1}]',
-         "rules[0].rectangles[0]: width and height must be greater than 0"),
-        ('[[rules]]\nname = "a"\nmatch.Modality = "US"\nrectangles = [{x=0,y=0,width=1,height=1,units="mm"}]',
-         "rules[0].rectangles[0].units"),
-        ('[[rules]]\nname = "a"\nmatch.Modality = "US"\nrectangles = [{x=0,y=0,width=1,height=1,z=2}]',
-         "rules[0].rectangles[0].z: unknown key"),
-        ('[[rules]]\nname = "a"\nmatch.Modality = "US"\nfill = [1, 2]\nrectangles = [{x=0,y=0,width=1,height=1}]',
-         "rules[0].fill"),
-        (('[[rules]]\nname = "a"\nmatch.Modality = "US"\nrectangles = [{x=0,y=0,width=1,height=1}]\n'
-          '[[rules]]\nname = "a"\nmatch.Modality = "CT"\nrectangles = [{x=0,y=0,width=1,height=1}]'),
-         "rules[1].name: duplicate rule name"),
+        (
+            '[[rules]]\nname = "a"\nmatch.Modality = { like = "US" }\nrectangles = [{x=0,y=0,width=1,height=1}]',
+            "rules[0].match.Modality: a table must have exactly one of",
+        ),
+        (
+            '[[rules]]\nname = "a"\nmatch.Modality = { regex = "(" }\nrectangles = [{x=0,y=0,width=1,height=1}]',
+            "rules[0].match.Modality.regex: bad regular expression",
+        ),
+        (
+            '[[rules]]\nname = "a"\nmatch.Modality = true\nrectangles = [{x=0,y=0,width=1,height=1}]',
+            "rules[0].match.Modality: must be a string",
+        ),
+        (
+            '[[rules]]\nname = "a"\nmatch.Modality = "US"\nrectangles = [{x=0,y=0,width=1.5,height=1}]',
+            "rules[0].rectangles[0].width: must be an integer",
+        ),
+        (
+            '[[rules]]\nname = "a"\nmatch.Modality = "US"\nrectangles = [{x=0.5,y=0,width=0.6,height=1,units="fraction"}]',
+            "rules[0].rectangles[0]: x + width",
+        ),
+        (
+            '[[rules]]\nname = "a"\nmatch.Modality = "US"\nrectangles = [{x=0,y=0,width=0,height=1}]',
+            "rules[0].rectangles[0]: width and height must be greater than 0",
+        ),
+        (
+            '[[rules]]\nname = "a"\nmatch.Modality = "US"\nrectangles = [{x=0,y=0,width=1,height=1,units="mm"}]',
+            "rules[0].rectangles[0].units",
+        ),
+        (
+            '[[rules]]\nname = "a"\nmatch.Modality = "US"\nrectangles = [{x=0,y=0,width=1,height=1,z=2}]',
+            "rules[0].rectangles[0].z: unknown key",
+        ),
+        (
+            '[[rules]]\nname = "a"\nmatch.Modality = "US"\nfill = [1, 2]\nrectangles = [{x=0,y=0,width=1,height=1}]',
+            "rules[0].fill",
+        ),
+        (
+            (
+                '[[rules]]\nname = "a"\nmatch.Modality = "US"\nrectangles = [{x=0,y=0,width=1,height=1}]\n'
+                '[[rules]]\nname = "a"\nmatch.Modality = "CT"\nrectangles = [{x=0,y=0,width=1,height=1}]'
+            ),
+            "rules[1].name: duplicate rule name",
+        ),
         ("version = 2", "version: unknown key"),
     ],
 )
@@ -142,7 +192,9 @@ def test_invalid_rules_name_file_and_key_path(tmp_path: Path, text: str, expecte
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         load_rules(path)
-    assert any(p.startswith(f"{path}: ") and expected in p for p in info.value.problems), info.value.problems
+    assert any(p.startswith(f"{path}: ") and expected in p for p in info.value.problems), (
+        info.value.problems
+    )
 
 
 def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
@@ -157,8 +209,14 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
 def test_config_table_keeps_its_keys() -> None:
     raw = {
         "destinations": [{"name": "a", "type": "folder", "path": "out"}],
-        "deidentify": {"pixels": {"rules_file": "conf/pixel-rules.toml", "on_uncleaned": "remove_pixels",
-                                  "allow_lossy_recompression": True, "high_risk_modalities": ["US"]}},
+        "deidentify": {
+            "pixels": {
+                "rules_file": "conf/pixel-rules.toml",
+                "on_uncleaned": "remove_pixels",
+                "allow_lossy_recompression": True,
+                "high_risk_modalities": ["US"],
+            }
+        },
     }
     pixels = parse_config(raw).deidentify.pixels
     assert pixels.rules_file == Path("conf/pixel-rules.toml")

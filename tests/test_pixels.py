@@ -146,20 +146,29 @@ def expected_fill(ds: Dataset) -> tuple[int, ...]:
     if photometric in ("YBR_RCT", "YBR_ICT"):
         photometric = "RGB"  # the decoder undoes the JPEG 2000 colour transform
     return default_fill(
-        photometric, int(ds.get("SamplesPerPixel") or 1), int(ds.BitsStored), ds.PixelRepresentation == 1
+        photometric,
+        int(ds.get("SamplesPerPixel") or 1),
+        int(ds.BitsStored),
+        ds.PixelRepresentation == 1,
     )
 
 
-def assert_masked(before: np.ndarray, after: np.ndarray, mask: np.ndarray, fill: tuple[int, ...]) -> None:
+def assert_masked(
+    before: np.ndarray, after: np.ndarray, mask: np.ndarray, fill: tuple[int, ...]
+) -> None:
     assert after.shape == before.shape
     assert mask.any()
     inside = after[:, mask, :]
     assert np.array_equal(inside, np.broadcast_to(np.asarray(fill), inside.shape)), "fill"
-    assert np.array_equal(after[:, ~mask, :], before[:, ~mask, :]), "pixels outside the masks changed"
+    assert np.array_equal(after[:, ~mask, :], before[:, ~mask, :]), (
+        "pixels outside the masks changed"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
-def test_example_files_are_masked_and_everything_else_is_unchanged(tmp_path: Path, name: str) -> None:
+def test_example_files_are_masked_and_everything_else_is_unchanged(
+    tmp_path: Path, name: str
+) -> None:
     cleaner = make_cleaner(tmp_path)
     ds = example(name)
     original_syntax = UID(ds.file_meta.TransferSyntaxUID)
@@ -173,7 +182,9 @@ def test_example_files_are_masked_and_everything_else_is_unchanged(tmp_path: Pat
     out = round_trip(ds)
 
     assert outcome == PixelOutcome(
-        cleaned=True, rules=("everything",), transfer_syntax_changed=EXAMPLES[name] != original_syntax
+        cleaned=True,
+        rules=("everything",),
+        transfer_syntax_changed=EXAMPLES[name] != original_syntax,
     )
     assert out.file_meta.TransferSyntaxUID == EXAMPLES[name]
     assert out.SOPInstanceUID == sop_instance_uid
@@ -181,7 +192,9 @@ def test_example_files_are_masked_and_everything_else_is_unchanged(tmp_path: Pat
     assert out.get("LossyImageCompression") == lossy_flag
     if original_syntax in LOSSY_SYNTAXES:
         assert not UID(out.file_meta.TransferSyntaxUID).is_compressed, "no second lossy step"
-    assert_masked(before, decoded(out), box_mask(out.Rows, out.Columns, boxes, was_422), expected_fill(out))
+    assert_masked(
+        before, decoded(out), box_mask(out.Rows, out.Columns, boxes, was_422), expected_fill(out)
+    )
 
 
 def test_native_masking_keeps_every_byte_outside_the_rectangles(tmp_path: Path) -> None:
@@ -213,14 +226,22 @@ def test_icon_image_and_overlays_are_removed_after_masking(tmp_path: Path) -> No
 
 
 def synthetic(
-    photometric: str, bits: int, signed: bool, frames: int, planar: int, rows: int = 40, columns: int = 48
+    photometric: str,
+    bits: int,
+    signed: bool,
+    frames: int,
+    planar: int,
+    rows: int = 40,
+    columns: int = 48,
 ) -> tuple[Dataset, np.ndarray]:
     samples = 3 if photometric in ("RGB", "YBR_FULL") else 1
     rng = np.random.default_rng(bits * 7 + frames + planar)
     allocated = 8 if bits <= 8 else 16
     dtype = np.dtype(f"<{'i' if signed else 'u'}{allocated // 8}")
     low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-    array = rng.integers(low, high, size=(frames, rows, columns, samples), endpoint=True).astype(dtype)
+    array = rng.integers(low, high, size=(frames, rows, columns, samples), endpoint=True).astype(
+        dtype
+    )
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -259,8 +280,13 @@ def compress(ds: Dataset, array: np.ndarray, syntax: UID, planar: int) -> None:
 
 LAYOUTS = [
     (photometric, bits, signed, frames, planar)
-    for photometric, signed in (("MONOCHROME2", False), ("MONOCHROME2", True), ("MONOCHROME1", False),
-                                ("RGB", False), ("YBR_FULL", False))
+    for photometric, signed in (
+        ("MONOCHROME2", False),
+        ("MONOCHROME2", True),
+        ("MONOCHROME1", False),
+        ("RGB", False),
+        ("YBR_FULL", False),
+    )
     # YBR_FULL is 8-bit in practice and pydicom's RLE/JPEG-LS encoders accept only that
     for bits in {"RGB": (8, 16), "YBR_FULL": (8,)}.get(photometric, (8, 12, 16))
     for frames in (1, 3)
@@ -285,12 +311,18 @@ def test_every_layout_in_every_lossless_syntax(
     assert out.file_meta.TransferSyntaxUID == syntax
     assert out.SOPInstanceUID == "1.2.3.4"
     assert out.BurnedInAnnotation == "NO"
-    fill = default_fill("RGB" if out.PhotometricInterpretation == "YBR_RCT" else photometric,
-                        out.SamplesPerPixel, bits, signed)
+    fill = default_fill(
+        "RGB" if out.PhotometricInterpretation == "YBR_RCT" else photometric,
+        out.SamplesPerPixel,
+        bits,
+        signed,
+    )
     assert_masked(before, decoded(out), box_mask(out.Rows, out.Columns, boxes), fill)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     layout=st.sampled_from(LAYOUTS),
     x=st.integers(0, 40),
@@ -400,7 +432,9 @@ def mr_with_phi() -> Dataset:
         ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.7"}, "SOP Class"),
     ],
 )
-def test_high_risk_object_without_rule_is_refused(tmp_path: Path, change: dict[str, str], reason: str) -> None:
+def test_high_risk_object_without_rule_is_refused(
+    tmp_path: Path, change: dict[str, str], reason: str
+) -> None:
     ds = mr_with_phi()
     for keyword, value in change.items():
         setattr(ds, keyword, value)
@@ -491,7 +525,9 @@ def test_high_risk_object_without_pixel_content_passes(tmp_path: Path) -> None:
 
 def test_bad_rules_file_is_a_config_error_naming_file_and_rule(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text('[[rules]]\nname = "x"\nmatch.Colour = "red"\nrectangles = []\n', encoding="utf-8")
+    path.write_text(
+        '[[rules]]\nname = "x"\nmatch.Colour = "red"\nrectangles = []\n', encoding="utf-8"
+    )
     with pytest.raises(ConfigError) as info:
         PixelCleaner(PixelConfig(rules_file=path))
     assert any(str(path) in p and "rules[0].match.Colour" in p for p in info.value.problems)

@@ -41,8 +41,20 @@ STARTER_RULES = REPO / "conf" / "pixel-rules.toml"
 def store_j2k(port: int, path: Path) -> tuple[list[str], str]:
     """storescu proposing JPEG 2000 Lossless (-xv), so the object travels compressed."""
     result = subprocess.run(
-        [require_tool("storescu"), "-v", "-xv", "-aec", "DEID_PROXY", "-aet", "STORESCU", "-to", "30",
-         "127.0.0.1", str(port), str(path)],
+        [
+            require_tool("storescu"),
+            "-v",
+            "-xv",
+            "-aec",
+            "DEID_PROXY",
+            "-aet",
+            "STORESCU",
+            "-to",
+            "30",
+            "127.0.0.1",
+            str(port),
+            str(path),
+        ],
         capture_output=True,
         check=False,
         env=DCMTK_ENV,

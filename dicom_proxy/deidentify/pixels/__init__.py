@@ -64,7 +64,9 @@ class PixelCleaner:
 
     def __init__(self, config: PixelConfig) -> None:
         self.config = config
-        self.rule_set = load_rules(config.rules_file) if config.rules_file is not None else RuleSet()
+        self.rule_set = (
+            load_rules(config.rules_file) if config.rules_file is not None else RuleSet()
+        )
         self._modalities = frozenset(m.strip() for m in config.high_risk_modalities)
         self._sop_classes = frozenset(u.strip() for u in config.high_risk_sop_classes)
 
@@ -115,7 +117,9 @@ class PixelCleaner:
             return Risk.HIGH_RISK_SOP_CLASS
         return None
 
-    def _mask(self, dataset: Dataset, rules: tuple[Rule, ...], boxes: tuple[Box, ...]) -> PixelOutcome:
+    def _mask(
+        self, dataset: Dataset, rules: tuple[Rule, ...], boxes: tuple[Box, ...]
+    ) -> PixelOutcome:
         syntax = UID(dataset.file_meta.TransferSyntaxUID)
         codec = codec_for(syntax)
         if codec is None:

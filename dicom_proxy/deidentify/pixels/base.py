@@ -125,7 +125,11 @@ def check_fill(fill: tuple[int, ...], geometry: Geometry, photometric: str) -> t
     if len(fill) != geometry.samples:
         raise PixelError("rule fill has a different number of samples than the image")
     low = -(1 << (geometry.bits_stored - 1)) if geometry.signed else 0
-    high = (1 << (geometry.bits_stored - 1)) - 1 if geometry.signed else (1 << geometry.bits_stored) - 1
+    high = (
+        (1 << (geometry.bits_stored - 1)) - 1
+        if geometry.signed
+        else (1 << geometry.bits_stored) - 1
+    )
     if not all(low <= v <= high for v in fill):
         raise PixelError("rule fill is outside the range of Bits Stored")
     return fill
@@ -182,7 +186,9 @@ class EncapsulatedCodec:
                 pass
         store_native(dataset, array, geometry)
 
-    def _target(self, dataset: Dataset, syntax: UID, plan: MaskPlan) -> tuple[UID | None, dict[str, Any]]:
+    def _target(
+        self, dataset: Dataset, syntax: UID, plan: MaskPlan
+    ) -> tuple[UID | None, dict[str, Any]]:
         if syntax in self.lossy:
             if plan.allow_lossy_recompression and self.lossy_options is not None:
                 options = self.lossy_options(dataset, syntax)
@@ -199,7 +205,6 @@ def decode(dataset: Dataset) -> tuple[np.ndarray, dict[str, Any]]:
         options: dict[str, Any] = {"as_rgb": False}  # keep the stored colour space
         array, meta = decoder.as_array(dataset, **options)
     except Exception as exc:  # noqa: BLE001 - plugins raise anything; fail closed
-
         raise PixelError(f"cannot decode Pixel Data ({type(exc).__name__})") from None
     if not array.flags.writeable:
         array = array.copy()

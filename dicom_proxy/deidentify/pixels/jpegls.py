@@ -19,7 +19,11 @@ from dicom_proxy.deidentify.pixels.base import EncapsulatedCodec
 def near_bound(dataset: Dataset, syntax: UID) -> dict[str, Any] | None:
     """The NEAR parameter of the first frame's Start of Scan (ISO 14495-1 C.2.3)."""
     try:
-        frame = next(generate_frames(dataset.PixelData, number_of_frames=int(dataset.get("NumberOfFrames") or 1)))
+        frame = next(
+            generate_frames(
+                dataset.PixelData, number_of_frames=int(dataset.get("NumberOfFrames") or 1)
+            )
+        )
     except Exception:  # noqa: BLE001 - unreadable stream: no lossy option, store uncompressed
         return None
     sos = frame.find(b"\xff\xda")

@@ -75,7 +75,9 @@ def _frames_view(buffer: bytearray, g: Geometry) -> np.ndarray:
     return flat.reshape(g.frames, g.rows, g.columns, g.samples)
 
 
-def _mask_ybr_422(buffer: bytearray, g: Geometry, boxes: tuple[Box, ...], fill: tuple[int, ...]) -> None:
+def _mask_ybr_422(
+    buffer: bytearray, g: Geometry, boxes: tuple[Box, ...], fill: tuple[int, ...]
+) -> None:
     """YBR_FULL_422 native: each pair of pixels is stored as Y1 Y2 Cb Cr (PS3.3 C.7.6.3.1.2).
 
     Boxes widen to whole pairs so no half-masked pair keeps the chroma of the text.
@@ -91,7 +93,9 @@ def _mask_ybr_422(buffer: bytearray, g: Geometry, boxes: tuple[Box, ...], fill: 
         pairs[:, box.top : box.bottom, box.left // 2 : (box.right + 1) // 2, :] = value
 
 
-def _mask_single_bit(buffer: bytearray, g: Geometry, boxes: tuple[Box, ...], fill: tuple[int, ...]) -> None:
+def _mask_single_bit(
+    buffer: bytearray, g: Geometry, boxes: tuple[Box, ...], fill: tuple[int, ...]
+) -> None:
     """Bits Allocated 1: pixels are packed LSB first, frames not byte aligned (PS3.5 8.1.1)."""
     if g.samples != 1:
         raise PixelError("single-bit Pixel Data with more than one sample")

@@ -216,7 +216,9 @@ def _parse_match(key: str, value: Any, problems: list[str]) -> tuple[Condition, 
     return tuple(conditions)
 
 
-def _parse_condition(key: str, field: MatchField, spec: Any, problems: list[str]) -> Condition | None:
+def _parse_condition(
+    key: str, field: MatchField, spec: Any, problems: list[str]
+) -> Condition | None:
     kind, values = MatchKind.EXACT, spec
     if isinstance(spec, dict):
         if len(spec) != 1 or next(iter(spec)) not in {k.value for k in MatchKind}:
@@ -235,7 +237,9 @@ def _parse_condition(key: str, field: MatchField, spec: Any, problems: list[str]
             try:
                 patterns.append(re.compile(text))
             except re.error as exc:
-                problems.append(f"{key}{'' if len(alternatives) == 1 else f'[{j}]'}: bad regular expression ({exc})")
+                problems.append(
+                    f"{key}{'' if len(alternatives) == 1 else f'[{j}]'}: bad regular expression ({exc})"
+                )
                 return None
     return Condition(field=field, kind=kind, values=alternatives, patterns=tuple(patterns))
 
@@ -278,7 +282,9 @@ def _parse_rectangle(key: str, t: Any, problems: list[str]) -> Rectangle | None:
             problems.append(f"{key}.{name}: required")
         elif units is Units.PIXELS and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
             problems.append(f"{key}.{name}: must be an integer >= 0 (pixels)")
-        elif units is Units.FRACTION and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1):
+        elif units is Units.FRACTION and (
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1
+        ):
             problems.append(f"{key}.{name}: must be a number from 0 to 1 (fraction)")
         else:
             numbers[name] = v
@@ -287,7 +293,9 @@ def _parse_rectangle(key: str, t: Any, problems: list[str]) -> Rectangle | None:
     if numbers["width"] <= 0 or numbers["height"] <= 0:
         problems.append(f"{key}: width and height must be greater than 0")
         return None
-    if units is Units.FRACTION and (numbers["x"] + numbers["width"] > 1 or numbers["y"] + numbers["height"] > 1):
+    if units is Units.FRACTION and (
+        numbers["x"] + numbers["width"] > 1 or numbers["y"] + numbers["height"] > 1
+    ):
         problems.append(f"{key}: x + width and y + height must not exceed 1 (fraction)")
         return None
     return Rectangle(units=units, **numbers)
@@ -297,8 +305,10 @@ def _parse_fill(key: str, value: Any, problems: list[str]) -> tuple[int, ...] | 
     if value is None:
         return None
     items: Sequence[Any] = value if isinstance(value, list) else [value]
-    if not items or len(items) not in (1, 3) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in items
+    if (
+        not items
+        or len(items) not in (1, 3)
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in items)
     ):
         problems.append(f"{key}: must be an integer or a list of 3 integers (one per sample)")
         return None
