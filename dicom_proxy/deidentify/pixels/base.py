@@ -168,10 +168,12 @@ class EncapsulatedCodec:
     lossless: Mapping[UID, UID] = field(default_factory=dict)
     lossy: frozenset[UID] = frozenset()
     lossy_options: LossyOptions | None = None
+    # Plugin to try first when several can decode (speed); any other is the fallback.
+    decoding_plugin: str = ""
 
     def mask(self, dataset: Dataset, plan: MaskPlan) -> None:
         syntax = UID(dataset.file_meta.TransferSyntaxUID)
-        array, meta = decode(dataset)
+        array, meta = decode(dataset, self.decoding_plugin)
         geometry = decoded_geometry(dataset, meta)
         frames = as_frames(array, geometry)
         fill_frames(frames, plan.boxes, resolve_fill(plan, geometry, geometry.photometric))
@@ -198,14 +200,20 @@ class EncapsulatedCodec:
         return self.lossless.get(syntax), {}
 
 
-def decode(dataset: Dataset) -> tuple[np.ndarray, dict[str, Any]]:
+def decode(dataset: Dataset, preferred_plugin: str = "") -> tuple[np.ndarray, dict[str, Any]]:
     """All frames, in the stored colour space (no YBR -> RGB conversion), pixel-interleaved."""
-    try:
-        decoder = get_decoder(dataset.file_meta.TransferSyntaxUID)
-        options: dict[str, Any] = {"as_rgb": False}  # keep the stored colour space
-        array, meta = decoder.as_array(dataset, **options)
-    except Exception as exc:  # noqa: BLE001 - plugins raise anything; fail closed
-        raise PixelError(f"cannot decode Pixel Data ({type(exc).__name__})") from None
+    options: dict[str, Any] = {"as_rgb": False}  # keep the stored colour space
+    plugins = (preferred_plugin, "") if preferred_plugin else ("",)
+    error: Exception | None = None
+    for plugin in plugins:  # "" lets pydicom try every available plugin
+        try:
+            decoder = get_decoder(dataset.file_meta.TransferSyntaxUID)
+            array, meta = decoder.as_array(dataset, decoding_plugin=plugin, **options)
+            break
+        except Exception as exc:  # noqa: BLE001 - plugins raise anything; fail closed
+            error = exc
+    else:
+        raise PixelError(f"cannot decode Pixel Data ({type(error).__name__})") from None
     if not array.flags.writeable:
         array = array.copy()
     return array, dict(meta)
