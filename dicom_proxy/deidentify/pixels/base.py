@@ -170,6 +170,7 @@ class EncapsulatedCodec:
     lossy_options: LossyOptions | None = None
     # Plugin to try first when several can decode (speed); any other is the fallback.
     decoding_plugin: str = ""
+    encoding_plugin: str = ""
 
     def mask(self, dataset: Dataset, plan: MaskPlan) -> None:
         syntax = UID(dataset.file_meta.TransferSyntaxUID)
@@ -180,7 +181,7 @@ class EncapsulatedCodec:
         target, options = self._target(dataset, syntax, plan)
         if target is not None:
             try:
-                store_encapsulated(dataset, array, geometry, target, options)
+                store_encapsulated(dataset, array, geometry, target, options, self.encoding_plugin)
                 return
             except PixelError:
                 # The encoder rejects this layout (e.g. RLE with 32-bit samples): storing
@@ -271,15 +272,28 @@ def store_native(dataset: Dataset, array: np.ndarray, g: Geometry) -> None:
 
 
 def store_encapsulated(
-    dataset: Dataset, array: np.ndarray, g: Geometry, syntax: UID, options: Mapping[str, Any]
+    dataset: Dataset,
+    array: np.ndarray,
+    g: Geometry,
+    syntax: UID,
+    options: Mapping[str, Any],
+    preferred_plugin: str = "",
 ) -> None:
     """Re-encode with pydicom's encoder; never generate a new SOP Instance UID."""
     _set_image_attributes(dataset, g)
     size = array.nbytes
-    try:
-        dataset.compress(syntax, array, generate_instance_uid=False, **options)
-    except Exception as exc:  # noqa: BLE001 - plugins raise anything; caller falls back
-        raise PixelError(f"cannot re-encode Pixel Data ({type(exc).__name__})") from None
+    plugins = (preferred_plugin, "") if preferred_plugin else ("",)
+    error: Exception | None = None
+    for plugin in plugins:  # "" lets pydicom try every available plugin
+        try:
+            dataset.compress(
+                syntax, array, encoding_plugin=plugin, generate_instance_uid=False, **options
+            )
+            break
+        except Exception as exc:  # noqa: BLE001 - plugins raise anything; caller falls back
+            error = exc
+    else:
+        raise PixelError(f"cannot re-encode Pixel Data ({type(error).__name__})") from None
     if syntax in LOSSY_METHOD and options:
         _record_lossy_step(dataset, syntax, size)
 
