@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 from pathlib import Path
@@ -21,6 +22,8 @@ from hypothesis import strategies as st
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
     JPEG2000,
@@ -89,6 +92,7 @@ EXAMPLES: dict[str, UID] = {
     "MR_small_jp2klossless.dcm": JPEG2000Lossless,
     "examples_jpeg2k.dcm": JPEG2000Lossless,  # US YBR_RCT
     "GDCMJ2K_TextGBR.dcm": JPEG2000Lossless,
+    "J2K_pixelrep_mismatch.dcm": JPEG2000Lossless,  # header says signed, stream unsigned
     "693_J2KI.dcm": ELE,  # lossy, signed 14-bit
     "SC_rgb_gdcm_KY.dcm": ELE,  # lossy RGB
     # JPEG: no encoder; lossy ones are never recompressed
@@ -534,12 +538,57 @@ def test_bad_rules_file_is_a_config_error_naming_file_and_rule(tmp_path: Path) -
     assert any("rules[0].rectangles" in p for p in info.value.problems)
 
 
-def test_concurrent_cleaning_gives_the_same_result(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "name", ["SC_rgb_rle_2frame.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm"]
+)
+def test_concurrent_cleaning_gives_the_same_result(tmp_path: Path, name: str) -> None:
     cleaner = make_cleaner(tmp_path)
-    source = example("SC_rgb_rle_2frame.dcm")
+    source = example(name)
     expected = copy.deepcopy(source)
     cleaner.clean(expected)
     copies = [copy.deepcopy(source) for _ in range(8)]
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(cleaner.clean, copies))
     assert all(c.PixelData == expected.PixelData for c in copies)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MR_small_jpeg_ls_lossless.dcm",
+        "examples_jpeg2k.dcm",
+        "image_dfl.dcm",
+        "MR_small_bigendian.dcm",
+        "SC_rgb_rle.dcm",
+        "examples_ybr_color.dcm",
+    ],
+)
+def test_received_data_set_path(tmp_path: Path, name: str) -> None:
+    """As the engine sees a C-STORE: data set bytes in the negotiated syntax, no File Meta
+    (codec.decode_received), then clean, then the Part 10 encoder."""
+    ds = example(name)
+    syntax = UID(ds.file_meta.TransferSyntaxUID)
+    before = decoded(ds)
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = syntax.is_little_endian, syntax.is_implicit_VR
+    write_dataset(buffer, ds)
+    data = buffer.getvalue()
+    if syntax.is_deflated:
+        compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        data = compressor.compress(data) + compressor.flush()
+    received = codec.decode_received(data, syntax)
+    cleaner = make_cleaner(tmp_path)
+    _, boxes = cleaner.plan(received)
+    assert cleaner.clean(received).cleaned
+    out = round_trip(received)
+    assert out.file_meta.TransferSyntaxUID == EXAMPLES[name]
+    assert_masked(before, decoded(out), box_mask(out.Rows, out.Columns, boxes), expected_fill(out))
+
+
+def test_jpeg_baseline_stays_uncompressed_even_when_lossy_recompression_is_allowed(
+    tmp_path: Path,
+) -> None:
+    """pydicom has no JPEG encoder: the switch cannot lead to a second JPEG step."""
+    ds = example("SC_rgb_jpeg_dcmtk.dcm")
+    make_cleaner(tmp_path, allow_lossy_recompression=True).clean(ds)
+    assert round_trip(ds).file_meta.TransferSyntaxUID == ELE
