@@ -1,7 +1,10 @@
 """Engine: binds the compiled policy and the secret key; turns one data set into one output.
 
-PROVISIONAL minimal implementation (issue #2 wiring); the full PS3.15 engine replaces the body
-of `_apply` while keeping this interface.
+The stage order, in one place (DESIGN.md): plan -> pixels -> tags -> verify.
+- plan   (plan.py):   read the original header: identifiers, values to search for, date offset
+- pixels (pixels/):   mask burned-in text (PS3.15 E.3.1), matching the original header
+- tags   (tags.py):   PS3.15 Table E.1-1 with the options, at every nesting level; record.py
+- verify (verify.py): no original identifying string remains in the encoded output
 """
 
 from __future__ import annotations
@@ -10,18 +13,33 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from dicom_proxy.config import DeidentifyConfig
+from dicom_proxy.config import ConfigError, DeidentifyConfig
 from dicom_proxy.deidentify import codec
-from dicom_proxy.deidentify.uids import pseudonymous_uid
+from dicom_proxy.deidentify.pixels import PixelCleaner
+from dicom_proxy.deidentify.plan import make_plan
+from dicom_proxy.deidentify.record import record
+from dicom_proxy.deidentify.tags import apply_tags
+from dicom_proxy.deidentify.verify import verify
 from dicom_proxy.models import DeidentifiedObject, ReceivedObject, Refused
+from dicom_proxy.policy import Policy, compile_policy
+
+_REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 
 
 class Engine:
-    """De-identify data sets with one policy and one secret key. Thread-safe (no mutable state)."""
+    """De-identify data sets with one policy and one secret key.
+
+    Thread-safe: the policy is frozen and all per-object state lives in a per-call Context.
+    """
 
     def __init__(self, config: DeidentifyConfig, key: bytes) -> None:
         self.config = config
         self._key = key
+        try:
+            self.policy: Policy = compile_policy(config.options, config.overrides_file, config.unlisted_attributes)
+        except ValueError as exc:
+            raise ConfigError([f"deidentify.options: {exc}"]) from None
+        self._pixels = PixelCleaner(config.pixels)
 
     def deidentify_received(self, received: ReceivedObject) -> DeidentifiedObject:
         dataset = codec.decode_received(received.dataset_bytes, received.transfer_syntax_uid)
@@ -33,15 +51,31 @@ class Engine:
         return self.deidentify(codec.read_file(path))
 
     def deidentify(self, dataset: Dataset) -> DeidentifiedObject:
-        """De-identify `dataset` (modified in place) and return the encoded result."""
-        for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        """De-identify `dataset` (modified in place) and return the encoded result.
+
+        Raises Refused for anything that cannot be de-identified with certainty, including
+        any unexpected error (fail closed); the reason never contains an original value.
+        """
+        try:
+            return self._run(dataset)
+        except Refused:
+            raise
+        except Exception as exc:  # noqa: BLE001 - fail closed, without the (PHI-bearing) message
+            raise Refused(f"de-identification failed ({type(exc).__name__})") from None
+
+    def _run(self, dataset: Dataset) -> DeidentifiedObject:
+        for keyword in _REQUIRED:
             if keyword not in dataset or not str(dataset.data_element(keyword).value):
                 raise Refused(f"{keyword} missing")
-        self._apply(dataset)
+        context = make_plan(dataset, self.policy, self._key)
+        outcome = self._pixels.clean(dataset)
+        apply_tags(dataset, context, overlays_cleaned=getattr(outcome, "overlays_cleaned", False))
+        record(dataset, context, outcome.cleaned)
         try:
             encoded = codec.encode(dataset)
         except Exception as exc:
             raise Refused(f"cannot encode output ({type(exc).__name__})") from None
+        verify(encoded, dataset, context)
         return DeidentifiedObject(
             sop_class_uid=str(dataset.SOPClassUID),
             sop_instance_uid=str(dataset.SOPInstanceUID),
@@ -50,14 +84,3 @@ class Engine:
             transfer_syntax_uid=str(dataset.file_meta.TransferSyntaxUID),
             encoded=encoded,
         )
-
-    def _apply(self, dataset: Dataset) -> None:
-        for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
-            if keyword in dataset:
-                setattr(dataset, keyword, pseudonymous_uid(self._key, str(dataset.data_element(keyword).value)))
-        dataset.PatientName = "ANON"
-        dataset.PatientID = "ANON"
-        for keyword in ("PatientBirthDate", "InstitutionName", "ReferringPhysicianName", "AccessionNumber"):
-            if keyword in dataset:
-                del dataset[keyword]
-        dataset.PatientIdentityRemoved = "YES"

@@ -1,0 +1,57 @@
+"""Which compiled rule applies to one element (PS3.15 Table E.1-1 rows, options, overrides).
+
+The single place where tags, repeating groups (curves 50xx, overlays 60xx, PS3.5 7.6) and
+private attributes (PS3.5 7.8, identified by creator, group and element byte) are resolved.
+"""
+
+from __future__ import annotations
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+
+from dicom_proxy.policy import Action, Policy, Rule
+
+GROUP_LENGTH = Rule(0, "Group Length", "", "UL", Action.REMOVE, "group lengths are recomputed (PS3.5 7.2)")
+PRIVATE_CREATOR = Rule(0, "Private Creator", "", "LO", Action.KEEP, "kept while its block keeps an element")
+
+
+def rule_for(policy: Policy, dataset: Dataset, element: DataElement) -> Rule:
+    """The rule for `element` of `dataset` (the creator of a private element is read there)."""
+    tag = int(element.tag)
+    rule = policy.rules.get(tag)
+    if rule is not None:
+        return rule
+    group, number = tag >> 16, tag & 0xFFFF
+    if group & 1:
+        return _private_rule(policy, dataset, group, number)
+    if number == 0:
+        return GROUP_LENGTH
+    if 0x5000 <= group <= 0x50FF:
+        return policy.curve
+    if 0x6000 <= group <= 0x60FF:
+        return _overlay_rule(policy, number, element.VR)
+    return policy.unlisted(element.VR)
+
+
+def _overlay_rule(policy: Policy, number: int, vr: str) -> Rule:
+    if number == 0x3000:
+        return policy.overlay_data
+    if number == 0x4000:
+        return policy.overlay_comments
+    # Overlay Rows, Columns, Origin...: an overlay plane without its data is invalid (PS3.3
+    # C.9.2), so they go with Overlay Data.
+    if policy.overlay_data.action is Action.REMOVE:
+        return policy.overlay_data
+    return policy.unlisted(vr)
+
+
+def _private_rule(policy: Policy, dataset: Dataset, group: int, number: int) -> Rule:
+    if number < 0x0010:
+        return policy.private_default
+    if number <= 0x00FF:
+        return PRIVATE_CREATOR
+    if not policy.private_rules:
+        return policy.private_default
+    creator_element = dataset.get((group << 16) | (number >> 8))
+    creator = str(creator_element.value).strip() if creator_element is not None else ""
+    return policy.private_rules.get((creator, group, number & 0xFF)) or policy.private_default

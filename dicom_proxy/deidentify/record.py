@@ -1,0 +1,43 @@
+"""Record what was done (PS3.15 E.1.1 and E.3; PS3.3 C.7.1.1 Patient Identity Removed).
+
+(0012,0062) Patient Identity Removed = YES; (0012,0063) De-identification Method names the
+profile, table edition and options; (0012,0064) De-identification Method Code Sequence holds
+the CID 7050 codes; (0028,0303) Longitudinal Temporal Information Modified = MODIFIED when
+dates were shifted (PS3.3 C.7.6.1); Burned In Annotation = NO when the pixels were cleaned.
+"""
+
+from __future__ import annotations
+
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from dicom_proxy.deidentify.context import Context
+from dicom_proxy.policy import BASIC_PROFILE, CLEAN_PIXEL_DATA, Code
+
+
+def record(dataset: Dataset, context: Context, pixels_cleaned: bool) -> None:
+    """Write the de-identification attributes into `dataset` (after the tag stage)."""
+    policy = context.policy
+    codes: list[Code] = [BASIC_PROFILE]
+    if pixels_cleaned:
+        codes.append(CLEAN_PIXEL_DATA)
+        dataset.BurnedInAnnotation = "NO"
+    codes += [option.code for option in policy.options]
+    dataset.PatientIdentityRemoved = "YES"
+    # LO, VM 1-n: one value (<= 64 characters) per profile/option.
+    dataset.DeidentificationMethod = [f"dicom-proxy PS3.15 {policy.edition} E.1-1"] + [
+        code.meaning[:64] for code in codes[1:]
+    ]
+    context.generated.update(dataset.DeidentificationMethod)
+    context.generated.update(code.meaning for code in codes)
+    dataset.DeidentificationMethodCodeSequence = Sequence([_code_item(code) for code in codes])
+    if context.dates_shifted:
+        dataset.LongitudinalTemporalInformationModified = "MODIFIED"
+
+
+def _code_item(code: Code) -> Dataset:
+    item = Dataset()
+    item.CodeValue = code.value
+    item.CodingSchemeDesignator = code.scheme
+    item.CodeMeaning = code.meaning
+    return item

@@ -1,0 +1,185 @@
+"""Stage 3, tags: apply the compiled policy to every attribute at every nesting level.
+
+One handler per action of PS3.15 Table E.1-1 (E.1.1); the VR decides how an action is done.
+Sequences that are kept (K, C, D, U on a sequence) keep their items, and the items go through
+the same policy, so nothing nested escapes (PS3.15 E.1.1: "...applies to all Attributes in
+Sequences").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+from dicom_proxy.deidentify import pseudonyms
+from dicom_proxy.deidentify.context import Context
+from dicom_proxy.deidentify.dates import shift_da, shift_dt
+from dicom_proxy.deidentify.lookup import PRIVATE_CREATOR, rule_for
+from dicom_proxy.deidentify.text import clean_text
+from dicom_proxy.deidentify.uids import map_uid
+from dicom_proxy.deidentify.values import dummy_value
+from dicom_proxy.policy import Action, Rule
+
+_PATIENT_ID = 0x00100020
+_PATIENT_NAME = 0x00100010
+_BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "OB or OW", "US or OW"})
+_NON_TEXT_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "DS", "IS", "AT", "US or SS"})
+
+Handler = Callable[[Dataset, DataElement, Context], None]
+
+
+def apply_tags(dataset: Dataset, context: Context, overlays_cleaned: bool = False) -> None:
+    """Apply `context.policy` to `dataset` in place, recursively."""
+    policy = context.policy
+    kept_blocks: set[tuple[int, int]] = set()
+    creators: list[int] = []
+    for element in list(dataset):
+        rule = rule_for(policy, dataset, element)
+        if rule is PRIVATE_CREATOR:
+            creators.append(int(element.tag))
+            continue
+        if overlays_cleaned and rule is policy.overlay_data:
+            # Hook for the pixel stage: overlays it cleaned are kept as they are.
+            continue
+        _HANDLERS[rule.action](dataset, element, context)
+        tag = int(element.tag)
+        if tag >> 16 & 1 and tag in dataset:
+            kept_blocks.add((tag >> 16, (tag & 0xFFFF) >> 8))
+    for tag in creators:
+        if (tag >> 16, tag & 0xFF) not in kept_blocks:
+            del dataset[tag]
+
+
+def _recurse(element: DataElement, context: Context) -> None:
+    for item in element.value or ():
+        apply_tags(item, context)
+
+
+def _remove(dataset: Dataset, element: DataElement, context: Context) -> None:
+    del dataset[element.tag]
+
+
+def _zero(dataset: Dataset, element: DataElement, context: Context) -> None:
+    if element.VR == "SQ":
+        element.value = []
+    elif element.tag in (_PATIENT_ID, _PATIENT_NAME):
+        _patient_pseudonym(dataset, element, context)
+    else:
+        element.value = None
+
+
+def _dummy(dataset: Dataset, element: DataElement, context: Context) -> None:
+    vr = element.VR
+    if vr == "SQ":
+        _recurse(element, context)
+    elif vr == "UI":
+        _replace_uid(dataset, element, context)
+    elif element.tag in (_PATIENT_ID, _PATIENT_NAME):
+        _patient_pseudonym(dataset, element, context)
+    else:
+        _set(element, dummy_value(vr), context)
+
+
+def _keep(dataset: Dataset, element: DataElement, context: Context) -> None:
+    if element.VR == "SQ":
+        _recurse(element, context)
+
+
+def _clean(dataset: Dataset, element: DataElement, context: Context) -> None:
+    vr = element.VR
+    if vr == "SQ":
+        _recurse(element, context)
+    elif vr in ("DA", "DT"):
+        _shift_date(dataset, element, context)
+    elif vr == "TM":
+        if not context.policy.shift_dates:
+            _set(element, dummy_value(vr), context)
+    elif vr == "UI":
+        if not context.policy.retain_uids:
+            _replace_uid(dataset, element, context)
+    elif vr in _NON_TEXT_VRS:
+        return
+    elif vr in _BINARY_VRS:
+        # Binary data (overlays, curves, unknown VR) cannot be cleaned: fail closed.
+        del dataset[element.tag]
+    else:
+        _clean_strings(element, context)
+
+
+def _replace_uid(dataset: Dataset, element: DataElement, context: Context) -> None:
+    if element.VR != "UI":
+        _set(element, dummy_value(element.VR), context)
+        return
+    value = element.value
+    if isinstance(value, (list, MultiValue)):
+        element.value = [_uid(str(v), context) for v in value]
+    elif value:
+        element.value = _uid(str(value), context)
+
+
+def _uid(value: str, context: Context) -> str:
+    mapped = map_uid(context.key, value)
+    context.generated.add(mapped)
+    return mapped
+
+
+def _shift_date(dataset: Dataset, element: DataElement, context: Context) -> None:
+    if not context.policy.shift_dates:
+        _set(element, dummy_value(element.VR), context)
+        return
+    shift = shift_da if element.VR == "DA" else shift_dt
+    values = element.value if isinstance(element.value, (list, MultiValue)) else [element.value]
+    shifted = []
+    for value in values:
+        if value is None or not str(value).strip():
+            continue
+        new = shift(str(value), context.date_offset)
+        shifted.append(new if new is not None else dummy_value(element.VR))
+    context.dates_shifted = True
+    context.generated.update(shifted)
+    element.value = shifted if len(shifted) != 1 else shifted[0]
+
+
+def _clean_strings(element: DataElement, context: Context) -> None:
+    value = element.value
+    if value is None:
+        return
+    if element.VR == "PN":
+        # A name is made of identifying words only: what survives cleaning is not a name.
+        cleaned: Any = [clean_text(str(v).replace("^", " "), context.identifiers) for v in _as_list(value)]
+    else:
+        patterns = element.VR != "CS"
+        cleaned = [clean_text(str(v), context.identifiers, patterns) for v in _as_list(value)]
+    element.value = cleaned if isinstance(value, (list, MultiValue)) else cleaned[0]
+
+
+def _patient_pseudonym(dataset: Dataset, element: DataElement, context: Context) -> None:
+    original_id = str(dataset.get("PatientID", "") or "")
+    issuer = str(dataset.get("IssuerOfPatientID", "") or "")
+    token = pseudonyms.patient_id(context.key, issuer, original_id)
+    value = token if element.tag == _PATIENT_ID else pseudonyms.patient_name(token)
+    _set(element, value, context)
+
+
+def _set(element: DataElement, value: Any, context: Context) -> None:
+    element.value = value
+    if isinstance(value, str):
+        context.generated.add(value)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, MultiValue)) else [value]
+
+
+_HANDLERS: dict[Action, Handler] = {
+    Action.REMOVE: _remove,
+    Action.ZERO: _zero,
+    Action.DUMMY: _dummy,
+    Action.KEEP: _keep,
+    Action.CLEAN: _clean,
+    Action.REPLACE_UID: lambda ds, el, ctx: _recurse(el, ctx) if el.VR == "SQ" else _replace_uid(ds, el, ctx),
+}
