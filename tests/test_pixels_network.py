@@ -64,11 +64,6 @@ def store_j2k(port: int, path: Path) -> tuple[list[str], str]:
     return re.findall(r"Received Store Response \(([^)]*)\)", output), output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.py does not call PixelCleaner yet (engine integration, owned by the engine "
-    "engineer); strict: this starts failing as XPASS once it does, then remove the marker",
-)
 def test_compressed_us_object_is_masked_end_to_end(tmp_path: Path) -> None:
     source = get_testdata_file("examples_jpeg2k.dcm")
     assert source is not None

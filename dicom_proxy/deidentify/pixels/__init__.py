@@ -43,12 +43,15 @@ class PixelOutcome:
 
     `rules`: names of the rules applied (site-authored, safe to log).
     `transfer_syntax_changed`: the object now has another syntax (the forwarder negotiates it).
+    `overlays_cleaned`: always False: overlays and the Icon Image Sequence are removed by this
+    stage when it masks or removes pixels, never masked (PS3.15 Table E.1-1: X).
     """
 
     cleaned: bool = False
     pixels_removed: bool = False
     rules: tuple[str, ...] = ()
     transfer_syntax_changed: bool = False
+    overlays_cleaned: bool = False
 
 
 class Risk(Enum):
