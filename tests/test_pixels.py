@@ -592,3 +592,22 @@ def test_jpeg_baseline_stays_uncompressed_even_when_lossy_recompression_is_allow
     ds = example("SC_rgb_jpeg_dcmtk.dcm")
     make_cleaner(tmp_path, allow_lossy_recompression=True).clean(ds)
     assert round_trip(ds).file_meta.TransferSyntaxUID == ELE
+
+
+def test_embedded_overlay_bits_are_cleared_everywhere(tmp_path: Path) -> None:
+    """Retired embedded overlays (PS3.5 8.1.2) live in the unused high bits: they may show
+    text anywhere, so with an overlay group lacking Overlay Data those bits are cleared."""
+    ds = example("examples_overlay.dcm")
+    del ds[0x60003000]  # the overlay now describes bits embedded in Pixel Data
+    ds.add_new(0x60000102, "US", 15)  # Overlay Bit Position (retired)
+    raw = np.frombuffer(ds.PixelData, dtype="<u2").copy()
+    values = raw & 0x0FFF
+    raw |= 0x8000  # an "overlay" bit set in every pixel
+    ds.PixelData = raw.tobytes()
+    cleaner = make_cleaner(tmp_path)
+    _, boxes = cleaner.plan(ds)
+    cleaner.clean(ds)
+    after = np.frombuffer(ds.PixelData, dtype="<u2").reshape(ds.Rows, ds.Columns)
+    mask = box_mask(ds.Rows, ds.Columns, boxes)
+    assert not (after & 0xF000).any()
+    assert np.array_equal(after[~mask], values.reshape(ds.Rows, ds.Columns)[~mask])

@@ -130,7 +130,12 @@ class PixelCleaner:
         fills = {rule.fill for rule in rules}
         if len(fills) > 1:
             raise PixelError("matching rules disagree on the fill value")
-        plan = MaskPlan(boxes, fills.pop(), self.config.allow_lossy_recompression)
+        plan = MaskPlan(
+            boxes,
+            fills.pop(),
+            self.config.allow_lossy_recompression,
+            clear_unused_bits=_has_embedded_overlay(dataset),
+        )
         codec.mask(dataset, plan)
         dataset.BurnedInAnnotation = "NO"
         _remove_icon_and_overlays(dataset)
@@ -175,3 +180,12 @@ def _remove_icon_and_overlays(dataset: Dataset) -> None:
     overlay_tags = [tag for tag in dataset.keys() if tag.group in _OVERLAY_GROUPS]  # noqa: SIM118
     for tag in overlay_tags:
         del dataset[tag]
+
+
+def _has_embedded_overlay(dataset: Dataset) -> bool:
+    """An overlay group without Overlay Data (60xx,3000) keeps its bitmap in the high bits of
+    Pixel Data (retired, PS3.5 8.1.2; PS3.3 C.9.2.1.1)."""
+    for group in _OVERLAY_GROUPS:
+        if (group << 16 | 0x0010) in dataset and (group << 16 | 0x3000) not in dataset:
+            return True
+    return False

@@ -49,6 +49,9 @@ class MaskPlan:
     boxes: tuple[Box, ...]
     fill: tuple[int, ...] | None = None
     allow_lossy_recompression: bool = False
+    # An overlay is embedded in the unused high bits of Pixel Data (retired, PS3.5 8.1.2):
+    # clear those bits in every pixel, since the overlay may show text outside the boxes.
+    clear_unused_bits: bool = False
 
 
 @dataclass(frozen=True)

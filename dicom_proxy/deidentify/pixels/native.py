@@ -45,7 +45,10 @@ class NativeCodec:
         elif g.photometric == Photometric.YBR_FULL_422 and g.samples == 3:
             _mask_ybr_422(buffer, g, plan.boxes, fill)
         else:
-            fill_frames(_frames_view(buffer, g), plan.boxes, fill)
+            frames = _frames_view(buffer, g)
+            fill_frames(frames, plan.boxes, fill)
+            if plan.clear_unused_bits:
+                _clear_unused_bits(frames, g)
         dataset.PixelData = bytes(buffer)
 
 
@@ -107,3 +110,15 @@ def _mask_single_bit(
     fill_frames(frames, boxes, (1 if fill[0] else 0,))
     repacked = np.packbits(bits, bitorder="little")
     buffer[:nbytes] = repacked.tobytes()
+
+
+def _clear_unused_bits(frames: np.ndarray, g: Geometry) -> None:
+    """Bits above High Bit carry no pixel value (PS3.5 8.1.1): zero them for unsigned data,
+    sign-extend for signed data; pixel values stay the same."""
+    if g.bits_stored >= g.bits_allocated:
+        return
+    shift = g.bits_allocated - g.bits_stored
+    if g.signed:
+        frames[...] = (frames << shift) >> shift  # arithmetic shift sign-extends
+    else:
+        frames &= frames.dtype.type((1 << g.bits_stored) - 1)
