@@ -154,6 +154,9 @@ def _clean_strings(element: DataElement, context: Context) -> None:
     else:
         patterns = element.VR != "CS"
         cleaned = [clean_text(str(v), context.identifiers, patterns) for v in _as_list(value)]
+    # A value cleaned away entirely becomes a dummy, so Type 1 attributes stay valid.
+    cleaned = [text if text else dummy_value(element.VR) for text in cleaned]
+    context.generated.update(text for text in cleaned)
     element.value = cleaned if isinstance(value, (list, MultiValue)) else cleaned[0]
 
 
