@@ -165,5 +165,5 @@ def test_kept_value_with_the_patients_name_is_refused() -> None:
 
     ds = ct_dataset()
     ds.StationName = "CT HOLLOWAY 3"
-    with pytest.raises(Refused, match="StationName"):
+    with pytest.raises(Refused, match="PatientName"):
         engine("retain_device_identity").deidentify(ds)
