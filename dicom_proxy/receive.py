@@ -81,6 +81,18 @@ def handle_echo(event: evt.Event) -> int:
     return 0x0000
 
 
+def release_unassociated(event: evt.Event) -> None:
+    """A connection that closes before an association was established frees its slot now.
+
+    pynetdicom's acceptor otherwise waits the full ACSE timeout for an A-ASSOCIATE-RQ that
+    cannot come; a port scanner could hold every slot (max_associations) that long. Waking the
+    wait with None takes pynetdicom's own timeout path, which kills the association cleanly.
+    """
+    assoc = event.assoc
+    if assoc.is_acceptor and not assoc.is_established and assoc.requestor.primitive is None:
+        assoc.dul.to_user_queue.put(None)
+
+
 def build_ae(node: NodeConfig) -> AE:
     """An AE that accepts every storage SOP class and transfer syntax pynetdicom knows, plus
     Verification; only associations called `node.ae_title` (and, if listed, from allowed callers)."""
@@ -106,6 +118,7 @@ def start_server(node: NodeConfig, pipeline: StorePipeline) -> ThreadedAssociati
         (evt.EVT_C_STORE, handle_store(pipeline)),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_CONN_OPEN, set_tcp_nodelay),
+        (evt.EVT_CONN_CLOSE, release_unassociated),
     ]
     return ae.start_server((node.bind, node.port), block=False, evt_handlers=handlers)
 

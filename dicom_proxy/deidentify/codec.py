@@ -10,18 +10,22 @@ import zlib
 from io import BytesIO
 from pathlib import Path
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filereader import read_dataset
+from pydicom.filereader import _read_file_meta_info, read_dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from dicom_proxy import __version__
+from dicom_proxy.deidentify.structure import MAX_SEQUENCE_DEPTH, check_structure
 from dicom_proxy.models import Refused
 from dicom_proxy.status import StoreStatus
 
 # Our Implementation Class UID (PS3.7 D.3.3.2): a fixed 2.25 UID generated once for dicom-proxy.
 IMPLEMENTATION_CLASS_UID = UID("2.25.229395738514155395347318870432585741412")
 IMPLEMENTATION_VERSION_NAME = f"DICOM_PROXY_{__version__.replace('.', '')}"[:16]
+
+
+# A deflated data set is inflated in memory; bound it so a small "zip bomb" cannot exhaust RAM.
+MAX_INFLATED_BYTES = 2 * 1024**3
 
 
 def decode_received(dataset_bytes: bytes, transfer_syntax_uid: str) -> Dataset:
@@ -33,7 +37,11 @@ def decode_received(dataset_bytes: bytes, transfer_syntax_uid: str) -> Dataset:
     try:
         raw = dataset_bytes
         if syntax == DeflatedExplicitVRLittleEndian:
-            raw = zlib.decompress(raw, -zlib.MAX_WBITS)
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            raw = inflater.decompress(raw, MAX_INFLATED_BYTES)
+            if inflater.unconsumed_tail:
+                raise ValueError("deflated data set inflates beyond the limit")
+        check_structure(raw, syntax.is_implicit_VR, syntax.is_little_endian)
         dataset = read_dataset(BytesIO(raw), syntax.is_implicit_VR, syntax.is_little_endian)
         meta = FileMetaDataset()
         meta.TransferSyntaxUID = syntax
@@ -49,25 +57,31 @@ def decode_received(dataset_bytes: bytes, transfer_syntax_uid: str) -> Dataset:
 
 
 def read_file(path: Path) -> Dataset:
-    """Read a Part 10 file (or a raw data set with force) for offline de-identification."""
+    """Read a Part 10 file for offline de-identification, through the same checks as a
+    received data set."""
     try:
-        dataset = dcmread(path, force=True)
-        if "TransferSyntaxUID" not in dataset.file_meta:
-            raise ValueError("no transfer syntax")
-        _touch_all(dataset)
+        with open(path, "rb") as handle:
+            preamble = handle.read(132)
+            if len(preamble) < 132 or preamble[128:] != b"DICM":
+                raise ValueError("not a DICOM Part 10 file")
+            meta = _read_file_meta_info(handle)
+            syntax = str(meta.TransferSyntaxUID)
+            body = handle.read()
     except Exception as exc:
         raise Refused(f"file cannot be parsed ({type(exc).__name__})", StoreStatus.CANNOT_PARSE) from None
-    return dataset
-
-
-_PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
+    return decode_received(body, syntax)
 
 
 def _touch_all(dataset: Dataset) -> None:
-    for element in dataset.iterall():
-        # iterall converts raw elements (and recurses into sequences); Pixel Data stays bytes.
-        if element.tag in _PIXEL_TAGS:
-            continue
+    """Convert every raw element now (Pixel Data's value stays bytes)."""
+    stack: list[tuple[Dataset, int]] = [(dataset, 0)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > MAX_SEQUENCE_DEPTH:
+            raise ValueError("sequences nested too deeply")
+        for element in current:  # iterating converts raw elements; Pixel Data stays bytes
+            if element.VR == "SQ":
+                stack.extend((item, depth + 1) for item in element.value)
 
 
 def encode(dataset: Dataset) -> bytes:

@@ -1,0 +1,110 @@
+"""Structural check of an encoded data set before pydicom parses it (PS3.5 7.1, 7.5).
+
+pydicom is lenient: a value cut short by a truncated transfer is returned short with a warning,
+and a missing delimiter ends the data set quietly. A proxy must not forward such an object as if
+it were complete, so every element's length is checked against its container here, undefined
+lengths must end with their delimiters, and sequence nesting is bounded (deep nesting would
+otherwise exhaust pydicom's recursion).
+"""
+
+from __future__ import annotations
+
+import struct
+
+UNDEFINED = 0xFFFFFFFF
+ITEM = (0xFFFE, 0xE000)
+ITEM_DELIMITER = (0xFFFE, 0xE00D)
+SEQUENCE_DELIMITER = (0xFFFE, 0xE0DD)
+PIXEL_DATA = (0x7FE0, 0x0010)
+# PS3.5 Table 7.1-1: explicit VRs with a 2-byte reserved field and a 4-byte length.
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+# Real objects nest a few levels (SR content trees rarely exceed 20).
+MAX_SEQUENCE_DEPTH = 48
+
+
+class StructureError(ValueError):
+    """The encoding is inconsistent (truncated, overlong, unterminated or too deep)."""
+
+
+class _Walker:
+    def __init__(self, data: bytes, implicit_vr: bool, little_endian: bool) -> None:
+        self.data = data
+        self.implicit_vr = implicit_vr
+        self.order = "<" if little_endian else ">"
+
+    def header(self, pos: int, end: int) -> tuple[tuple[int, int], bytes | None, int, int]:
+        """(tag, VR or None, value length, header size) of the element at `pos`."""
+        if end - pos < 8:
+            raise StructureError("element header cut short")
+        group, element = struct.unpack_from(self.order + "HH", self.data, pos)
+        tag = (group, element)
+        if group == 0xFFFE or self.implicit_vr:
+            (length,) = struct.unpack_from(self.order + "I", self.data, pos + 4)
+            return tag, None, length, 8
+        vr = self.data[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            if end - pos < 12:
+                raise StructureError("element header cut short")
+            (length,) = struct.unpack_from(self.order + "I", self.data, pos + 8)
+            return tag, vr, length, 12
+        (length,) = struct.unpack_from(self.order + "H", self.data, pos + 6)
+        return tag, vr, length, 8
+
+    def dataset(self, pos: int, end: int, depth: int, delimited: bool) -> int:
+        """Walk elements until `end` (or the item delimiter); return the position after."""
+        while pos < end:
+            tag, vr, length, size = self.header(pos, end)
+            if tag == ITEM_DELIMITER and delimited:
+                return pos + size
+            if tag[0] == 0xFFFE:
+                raise StructureError("unexpected item or delimiter tag")
+            pos += size
+            if length == UNDEFINED:
+                pos = self.undefined_length_value(tag, vr, pos, end, depth)
+                continue
+            if pos + length > end:
+                raise StructureError("value extends past the end of its container")
+            if vr == b"SQ":
+                self.sequence(pos, pos + length, depth + 1, fragments=False)
+            pos += length
+        if delimited:
+            raise StructureError("item delimiter missing")
+        return pos
+
+    def undefined_length_value(self, tag: tuple[int, int], vr: bytes | None, pos: int, end: int, depth: int) -> int:
+        if tag == PIXEL_DATA and vr in (b"OB", b"OW"):
+            return self.sequence(pos, end, depth, fragments=True)  # encapsulated frames (PS3.5 A.4)
+        if vr in (None, b"SQ"):
+            return self.sequence(pos, end, depth + 1, fragments=False)
+        if vr == b"UN":
+            # PS3.5 6.2.2: UN of undefined length holds an Implicit VR Little Endian sequence.
+            inner = _Walker(self.data, True, True)
+            return inner.sequence(pos, end, depth + 1, fragments=False)
+        raise StructureError("undefined length on a VR that cannot have one")
+
+    def sequence(self, pos: int, end: int, depth: int, fragments: bool) -> int:
+        """Walk items until the sequence delimiter (or `end` for a defined-length sequence)."""
+        if depth > MAX_SEQUENCE_DEPTH:
+            raise StructureError("sequences nested too deeply")
+        while pos < end:
+            tag, _, length, size = self.header(pos, end)
+            if tag == SEQUENCE_DELIMITER:
+                return pos + size
+            if tag != ITEM:
+                raise StructureError("sequence holds something other than items")
+            pos += size
+            if length == UNDEFINED and not fragments:
+                pos = self.dataset(pos, end, depth, delimited=True)
+                continue
+            if length == UNDEFINED or pos + length > end:
+                raise StructureError("item extends past the end of its sequence")
+            if not fragments:
+                self.dataset(pos, pos + length, depth, delimited=False)
+            pos += length
+        return pos
+
+
+def check_structure(data: bytes, implicit_vr: bool, little_endian: bool) -> None:
+    """Raise StructureError unless `data` is a complete, consistently encoded data set."""
+    walker = _Walker(data, implicit_vr, little_endian)
+    walker.dataset(0, len(data), 0, delimited=False)
