@@ -18,7 +18,7 @@ from pydicom.multival import MultiValue
 from dicom_proxy.deidentify import pseudonyms
 from dicom_proxy.deidentify.context import Context
 from dicom_proxy.deidentify.dates import shift_da, shift_dt
-from dicom_proxy.deidentify.lookup import PRIVATE_CREATOR, rule_for
+from dicom_proxy.deidentify.lookup import OVERLAY_PLANE, PRIVATE_CREATOR, rule_for
 from dicom_proxy.deidentify.text import clean_text
 from dicom_proxy.deidentify.uids import map_uid
 from dicom_proxy.deidentify.values import dummy_value
@@ -42,7 +42,7 @@ def apply_tags(dataset: Dataset, context: Context, overlays_cleaned: bool = Fals
         if rule is PRIVATE_CREATOR:
             creators.append(int(element.tag))
             continue
-        if overlays_cleaned and rule is policy.overlay_data:
+        if overlays_cleaned and (rule is policy.overlay_data or rule is OVERLAY_PLANE):
             # Hook for the pixel stage: overlays it cleaned are kept as they are.
             continue
         _HANDLERS[rule.action](dataset, element, context)

@@ -1,0 +1,211 @@
+"""The engine end to end: pseudonyms, record of what was done, nesting, private data, fail closed."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from dicom_proxy.deidentify.pseudonyms import date_offset_days, patient_id, patient_name
+from dicom_proxy.deidentify.uids import pseudonymous_uid
+from dicom_proxy.models import Refused
+from tests.dicomfactory import KEY, OTHER_KEY, PATIENT_ID, SOP_UID, STUDY_UID, ct_dataset, engine, read
+
+
+def test_basic_profile_output() -> None:
+    result = engine().deidentify(ct_dataset())
+    out = read(result.encoded)
+    assert out.PatientID == patient_id(KEY, "", PATIENT_ID)
+    assert str(out.PatientName) == patient_name(out.PatientID)
+    assert out.StudyInstanceUID == pseudonymous_uid(KEY, STUDY_UID) == result.study_instance_uid
+    assert out.SOPInstanceUID == pseudonymous_uid(KEY, SOP_UID) == out.file_meta.MediaStorageSOPInstanceUID
+    assert out.SOPClassUID == ct_dataset().SOPClassUID  # well-known: never remapped
+    assert out.PatientBirthDate == "" and out.InstitutionName == "ANONYMIZED"  # Z, X/Z/D and "StudyDescription" not in out
+    assert out.StudyDate == "" and out.AccessionNumber == ""
+    assert (out.Rows, out.Columns, out.BitsAllocated, out.PhotometricInterpretation) == (4, 4, 16, "MONOCHROME2")
+    assert out.Modality == "CT" and out.Manufacturer == "ACME" and list(out.ImageType)[0] == "ORIGINAL"
+    assert out.PixelData == ct_dataset().PixelData
+
+
+def test_record_of_what_was_done() -> None:
+    out = read(engine("retain_longitudinal_modified_dates", "clean_descriptors").deidentify(ct_dataset()).encoded)
+    assert out.PatientIdentityRemoved == "YES"
+    codes = [item.CodeValue for item in out.DeidentificationMethodCodeSequence]
+    assert codes == ["113100", "113107", "113105"]
+    assert all(item.CodingSchemeDesignator == "DCM" for item in out.DeidentificationMethodCodeSequence)
+    assert "2026d" in out.DeidentificationMethod[0]
+    assert out.LongitudinalTemporalInformationModified == "MODIFIED"
+
+
+def test_no_date_shift_no_longitudinal_flag() -> None:
+    out = read(engine().deidentify(ct_dataset()).encoded)
+    assert "LongitudinalTemporalInformationModified" not in out
+
+
+def test_modified_dates_shift_every_date_by_one_nonzero_offset() -> None:
+    out = read(engine("retain_longitudinal_modified_dates").deidentify(ct_dataset()).encoded)
+    offset = date_offset_days(KEY, "\x00" + PATIENT_ID)
+    assert offset != 0
+    from dicom_proxy.deidentify.dates import shift_da
+
+    assert out.StudyDate == shift_da("20210314", offset) == out.SeriesDate
+    assert out.StudyTime == "101500"
+
+
+def test_full_dates_keep_dates() -> None:
+    out = read(engine("retain_longitudinal_full_dates").deidentify(ct_dataset()).encoded)
+    assert out.StudyDate == "20210314"
+
+
+def test_clean_descriptors_example_from_issue() -> None:
+    ds = ct_dataset()
+    ds.StudyDescription = "XR CHEST AP PORTABLE for Winifred Holloway"
+    out = read(engine("clean_descriptors").deidentify(ds).encoded)
+    assert out.StudyDescription == "XR CHEST AP PORTABLE for"
+
+
+def test_another_key_gives_unrelated_pseudonyms() -> None:
+    a = read(engine().deidentify(ct_dataset()).encoded)
+    b = read(engine(key=OTHER_KEY).deidentify(ct_dataset()).encoded)
+    assert a.PatientID != b.PatientID and a.StudyInstanceUID != b.StudyInstanceUID
+
+
+def test_same_input_same_output() -> None:
+    assert engine().deidentify(ct_dataset()).encoded == engine().deidentify(ct_dataset()).encoded
+
+
+def test_references_in_sequences_map_like_the_original() -> None:
+    ds = ct_dataset()
+    item = Dataset()
+    item.ReferencedSOPClassUID = ds.SOPClassUID
+    item.ReferencedSOPInstanceUID = SOP_UID
+    inner = Dataset()
+    inner.StudyInstanceUID = STUDY_UID
+    inner.PersonName = "HOLLOWAY^WINIFRED"
+    item.ReferencedSeriesSequence = Sequence([inner])
+    ds.ReferencedImageSequence = Sequence([item])
+    out = read(engine().deidentify(ds).encoded)
+    ref = out.ReferencedImageSequence[0]
+    assert ref.ReferencedSOPInstanceUID == out.SOPInstanceUID
+    assert ref.ReferencedSOPClassUID == ds.SOPClassUID
+    assert ref.ReferencedSeriesSequence[0].StudyInstanceUID == out.StudyInstanceUID
+    assert b"HOLLOWAY" not in engine().deidentify(ds).encoded.upper()
+
+
+def _private(ds: Dataset) -> None:
+    block = ds.private_block(0x2001, "Philips Imaging DD 001", create=True)
+    block.add_new(0x01, "FL", 2.5)  # (2001,xx01) in Table E.3.10-1
+    block.add_new(0x02, "LO", "HOLLOWAY note")  # not listed
+    other = ds.private_block(0x0029, "SIEMENS CSA HEADER", create=True)
+    other.add_new(0x10, "OB", b"HOLLOWAY")
+
+
+def test_private_attributes_removed_by_default() -> None:
+    ds = ct_dataset()
+    _private(ds)
+    out = read(engine().deidentify(ds).encoded)
+    assert not any(element.tag.is_private for element in out)
+
+
+def test_retain_safe_private_keeps_only_listed_safe_values() -> None:
+    ds = ct_dataset()
+    _private(ds)
+    out = read(engine("retain_safe_private").deidentify(ds).encoded)
+    kept = {int(element.tag) for element in out if element.tag.is_private}
+    assert kept == {0x20010010, 0x20011001, 0x20011002}  # (2001,xx02) is listed too
+    assert out[0x20011001].value == 2.5
+    assert out[0x20011002].value == "note"  # listed with a numeric VR; a text value is cleaned
+
+
+def test_overlays_and_curves_removed() -> None:
+    ds = ct_dataset()
+    ds.add_new(0x60000010, "US", 4)
+    ds.add_new(0x60000011, "US", 4)
+    ds.add_new(0x60003000, "OW", b"\x00\x01")
+    ds.add_new(0x60004000, "LT", "HOLLOWAY")
+    ds.add_new(0x50003000, "OW", b"\x00\x01")
+    out = read(engine("clean_graphics").deidentify(ds).encoded)
+    assert not any(0x5000 <= element.tag.group <= 0x60FF for element in out)
+
+
+def test_icon_image_sequence_removed() -> None:
+    ds = ct_dataset()
+    icon = Dataset()
+    icon.Rows = 1
+    ds.IconImageSequence = Sequence([icon])
+    assert "IconImageSequence" not in read(engine().deidentify(ds).encoded)
+
+
+@pytest.mark.parametrize("keyword", ["SOPInstanceUID", "StudyInstanceUID"])
+def test_missing_identity_is_refused(keyword: str) -> None:
+    ds = ct_dataset()
+    delattr(ds, keyword)
+    with pytest.raises(Refused):
+        engine().deidentify(ds)
+
+
+def test_unexpected_error_fails_closed_without_phi() -> None:
+    ds = ct_dataset()
+    ds.file_meta.TransferSyntaxUID = "HOLLOWAY"  # cannot be encoded
+    with pytest.raises(Refused) as info:
+        engine().deidentify(ds)
+    assert "HOLLOWAY" not in info.value.reason.upper()
+
+
+def test_unlisted_text_removed_unlisted_numbers_kept() -> None:
+    ds = ct_dataset()
+    ds.add_new(0x00181030, "LO", "HOLLOWAY")  # Protocol Name: in the table (X/D)
+    ds.add_new(0x00209161, "UI", "1.2.826.0.1.3680043.9.7777.9")  # Concatenation UID: unlisted UI
+    ds.add_new(0x00280301, "CS", "NO")  # Burned In Annotation: unlisted CS
+    ds.add_new(0x00189004, "CS", "PRODUCT")
+    ds.add_new(0x00080090 + 0x1000, "LO", "free text")  # (0008,1090) Manufacturer's Model Name
+    ds.add_new(0x00204000, "LT", "HOLLOWAY")  # Image Comments: X
+    out = read(engine().deidentify(ds).encoded)
+    assert out[0x00209161].value == pseudonymous_uid(KEY, "1.2.826.0.1.3680043.9.7777.9")
+    assert out.BurnedInAnnotation == "NO" and out.KVP == 120
+    assert "ImageComments" not in out
+
+
+def test_unlisted_keep_mode() -> None:
+    ds = ct_dataset()
+    ds.SecondaryCaptureDeviceManufacturer = "kept text"  # not in Table E.1-1
+    assert "SecondaryCaptureDeviceManufacturer" not in read(engine().deidentify(ds).encoded)
+    ds = ct_dataset()
+    ds.SecondaryCaptureDeviceManufacturer = "kept text"
+    out = read(engine(unlisted_attributes="keep").deidentify(ds).encoded)
+    assert out.SecondaryCaptureDeviceManufacturer == "kept text"
+
+
+def test_engine_is_thread_safe() -> None:
+    e = engine("retain_longitudinal_modified_dates", "clean_descriptors")
+    expected = e.deidentify(ct_dataset()).encoded
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: e.deidentify(ct_dataset()).encoded, range(40)))
+    assert all(result == expected for result in results)
+
+
+def test_pixel_outcome_cleaned_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dicom_proxy.deidentify.pixels import PixelOutcome
+
+    e = engine()
+    monkeypatch.setattr(e._pixels, "clean", lambda ds: PixelOutcome(cleaned=True))
+    out = read(e.deidentify(ct_dataset()).encoded)
+    assert out.BurnedInAnnotation == "NO"
+    assert [i.CodeValue for i in out.DeidentificationMethodCodeSequence] == ["113100", "113101"]
+
+
+def test_received_object_path() -> None:
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    from dicom_proxy.models import ReceivedObject
+
+    ds = ct_dataset()
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_dataset(buffer, ds)  # explicit VR little endian, as in file_meta
+    received = ReceivedObject(buffer.getvalue(), str(ds.file_meta.TransferSyntaxUID), str(ds.SOPClassUID), "SCU")
+    result = engine().deidentify_received(received)
+    assert result.sop_instance_uid == pseudonymous_uid(KEY, SOP_UID)
