@@ -54,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return _COMMANDS[args.command](config, args)
+    except BrokenPipeError:
+        # `dicom-proxy show-policy | head`: the reader left; not an error.
+        sys.stderr.close()
+        return EXIT_OK
     except (ConfigError, SecretKeyError) as exc:
         problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
         for problem in problems:

@@ -199,3 +199,35 @@ def test_refuses_to_start_when_secret_key_is_readable_by_others(tmp_path: Path) 
     assert result.returncode == 2
     assert "accessible by group or others" in result.stderr
     assert "00" * 32 not in result.stderr
+
+
+def test_sighup_reloads_policy_and_rejects_a_bad_one(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus", patients=1, series_per_study=1, images_per_series=1)
+    original_uid = str(dcmread(corpus[0]).SOPInstanceUID)
+    out = tmp_path / "out"
+    folder = {"name": "archive", "type": "folder", "path": str(out)}
+    config_path = tmp_path / "proxy.toml"
+
+    def delivered_uids() -> set[str]:
+        return {p.stem for p in out.rglob("*.dcm")}
+
+    with _proxy(tmp_path, [folder]) as proxy:
+        assert storescu(proxy.port, corpus).statuses == ["Success"]
+        assert wait_until(lambda: len(delivered_uids()) == 1, 30)
+        assert original_uid not in delivered_uids()
+
+        write_config(config_path, base_config(tmp_path, [folder], deidentify={"options": ["retain_uids"]}))
+        proxy.process.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+        assert wait_until(lambda: "policy and pixel rules reloaded" in proxy.log(), 30)
+        assert storescu(proxy.port, corpus).statuses == ["Success"]
+        assert wait_until(lambda: original_uid in delivered_uids(), 30)
+
+        # A bad policy is rejected and the one in force stays.
+        write_config(config_path, base_config(tmp_path, [folder], deidentify={"options": ["retain_everything"]}))
+        proxy.process.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+        assert wait_until(lambda: "reload rejected" in proxy.log(), 30)
+        for path in out.rglob("*.dcm"):
+            path.unlink()
+        assert storescu(proxy.port, corpus).statuses == ["Success"]
+        assert wait_until(lambda: delivered_uids() == {original_uid}, 30)
+        assert proxy.terminate() == 0
