@@ -46,12 +46,13 @@ def rule_for(policy: Policy, dataset: Dataset, element: DataElement) -> Rule:
 def _overlay_rule(policy: Policy, number: int, vr: str) -> Rule:
     if number == 0x3000:
         return policy.overlay_data
-    if number == 0x4000:
-        return policy.overlay_comments
-    # Overlay Rows, Columns, Origin...: an overlay plane without its data is invalid (PS3.3
-    # C.9.2), so they go with Overlay Data.
+    # Overlay Rows, Columns, Origin, Comments...: an overlay plane without its data is invalid
+    # (PS3.3 C.9.2), so they go with Overlay Data (which cannot be cleaned unless the pixel
+    # stage does it: see the overlays_cleaned hook in tags.py).
     if policy.overlay_data.action in (Action.REMOVE, Action.CLEAN):
         return OVERLAY_PLANE
+    if number == 0x4000:
+        return policy.overlay_comments
     return policy.unlisted(vr)
 
 
