@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pydicom.charset import encode_string
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from dicom_proxy.deidentify.context import Context
 from dicom_proxy.models import Refused
@@ -48,10 +49,11 @@ def _header(encoded: bytes, dataset: Dataset) -> bytes:
     element = dataset.get(_PIXEL_DATA)
     pixels = element.value if element is not None else None
     if isinstance(pixels, (bytes, bytearray)) and len(pixels) > 64:
-        start = encoded.rfind(b"\xe0\x7f\x10\x00") if dataset.is_little_endian else encoded.rfind(b"\x7f\xe0\x00\x10")
-        if start > 0 and encoded.find(pixels[:64], start) != -1:
-            end = encoded.find(pixels[:64], start) + len(pixels)
-            return encoded[:start] + encoded[end:]
+        little = UID(dataset.file_meta.TransferSyntaxUID).is_little_endian
+        start = encoded.rfind(b"\xe0\x7f\x10\x00" if little else b"\x7f\xe0\x00\x10")
+        value = encoded.find(pixels[:64], start) if start > 0 else -1
+        if value != -1 and encoded[value : value + len(pixels)] == pixels:
+            return encoded[:start] + encoded[value + len(pixels) :]
     return encoded
 
 
