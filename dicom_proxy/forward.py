@@ -24,7 +24,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 
 from dicom_proxy import audit
-from dicom_proxy.config import DestinationConfig, NodeConfig
+from dicom_proxy.config import Config, DestinationConfig, NodeConfig
 from dicom_proxy.models import SpoolEntry
 from dicom_proxy.spool import Spool, _fsync_dir
 from dicom_proxy.status import is_success, is_transient_failure
@@ -303,3 +303,42 @@ class Forwarder(threading.Thread):
                 self._stop_event.wait(delay)
                 return
 
+
+
+class WorkSignal:
+    """Wakes the forwarder process when the receiver stored something (a pipe across fork)."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+
+    def notify(self) -> None:
+        try:
+            os.write(self._write, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the forwarder has plenty of wake-ups pending already
+
+    def relay(self, spool: Spool, stopped: threading.Event) -> None:
+        """In the forwarder process: turn pipe bytes into wake-ups of the local workers."""
+        import select
+
+        while not stopped.is_set():
+            ready, _, _ = select.select([self._read], [], [], 0.5)
+            if ready:
+                os.read(self._read, 65536)
+                spool.wake()
+
+
+def run_forwarders(config: Config, spool: Spool, signal_: WorkSignal, stopped: threading.Event) -> None:
+    """Run one Forwarder per destination until `stopped` is set; then let each finish its
+    current object (bounded by its DIMSE timeout) and release its association."""
+    forwarders = [Forwarder(d, config.node, spool) for d in config.destinations]
+    for forwarder in forwarders:
+        forwarder.start()
+    relay = threading.Thread(target=signal_.relay, args=(spool, stopped), name="forward-wake", daemon=True)
+    relay.start()
+    stopped.wait()
+    for forwarder in forwarders:
+        forwarder.stop()
+    for forwarder in forwarders:
+        forwarder.join(timeout=forwarder.destination.dimse_timeout + 5)

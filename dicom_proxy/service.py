@@ -6,17 +6,21 @@ listens, so nothing is acknowledged that could not be queued.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import multiprocessing
+import os
 import signal
 import sys
 import threading
 import time
+from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from dicom_proxy import audit, sdnotify
 from dicom_proxy.config import Config, ConfigError, load_config
 from dicom_proxy.deidentify import Engine
-from dicom_proxy.forward import Forwarder
+from dicom_proxy.forward import WorkSignal, run_forwarders
 from dicom_proxy.receive import StorePipeline, start_server
 from dicom_proxy.secret import load_or_create_key
 from dicom_proxy.spool import Spool
@@ -45,13 +49,16 @@ def build_engine(config: Config) -> Engine:
 
 
 class Node:
-    """One running proxy: SCP, pipeline, spool and one forwarder per destination."""
+    """One running proxy: the SCP and pipeline in this process, the forwarders (one thread per
+    destination) in a child process so that receiving and sending use both cores."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.spool = Spool(config.spool, [d.name for d in config.destinations])
+        self.work_signal = WorkSignal()
+        names = [d.name for d in config.destinations]
+        self.spool = Spool(config.spool, names, on_store=self.work_signal.notify)
         self.pipeline = StorePipeline(build_engine(config), self.spool)
-        self.forwarders = [Forwarder(d, config.node, self.spool) for d in config.destinations]
+        self.forward_process: BaseProcess | None = None
         self.server = None  # type: ignore[var-annotated]
         self.stopped = threading.Event()
 
@@ -65,14 +72,31 @@ class Node:
         recovered = self.spool.open()
         if recovered:
             log.info("spool: %d queued entries recovered for delivery", recovered)
-        for forwarder in self.forwarders:
-            forwarder.start()
+        # Fork before any thread exists in this process.
+        self.start_forwarders()
         self.server = start_server(self.config.node, self.pipeline)
         host, port = self.address
         log.info("dicom-proxy ready: AE %s listening on %s:%d", self.config.node.ae_title, host, port)
         audit.record("started", port=port, destinations=[d.name for d in self.config.destinations])
         sdnotify.notify("READY=1")
-        sdnotify.start_watchdog(self.stopped, lambda: all(f.is_alive() for f in self.forwarders))
+        sdnotify.start_watchdog(self.stopped, self.forwarders_alive)
+
+    def start_forwarders(self) -> None:
+        context = multiprocessing.get_context("fork")
+        process = context.Process(
+            target=_forward_main, args=(self.config, self.work_signal, os.getpid()), name="dicom-proxy-forward"
+        )
+        process.start()
+        self.forward_process = process
+
+    def forwarders_alive(self) -> bool:
+        return self.forward_process is not None and self.forward_process.is_alive()
+
+    def check_forwarders(self) -> None:
+        """Restart the forwarder process if it died (it never should): queues must drain."""
+        if not self.stopped.is_set() and self.forward_process is not None and not self.forwarders_alive():
+            log.error("forwarder process exited (code %s); restarting it", self.forward_process.exitcode)
+            self.start_forwarders()
 
     def reload(self) -> None:
         """Re-read the configuration and swap in a new engine; keep the old one on any error."""
@@ -111,11 +135,14 @@ class Node:
             for assoc in associations:
                 if assoc.is_alive():
                     assoc.abort()
-        for forwarder in self.forwarders:
-            forwarder.stop()
-        for forwarder in self.forwarders:
-            forwarder.join(timeout=drain_seconds)
         self.stopped.set()
+        process = self.forward_process
+        if process is not None and process.is_alive():
+            os.kill(process.pid, signal.SIGTERM)  # type: ignore[arg-type]
+            process.join(timeout=drain_seconds + max(d.dimse_timeout for d in self.config.destinations))
+            if process.is_alive():
+                process.kill()
+                process.join()
         audit.record("stopped")
 
 
@@ -141,7 +168,30 @@ def serve(config: Config) -> int:
         if reload_requested.is_set():
             reload_requested.clear()
             node.reload()
+        node.check_forwarders()
     log.info("stopping: draining associations in progress")
     node.stop()
     log.info("stopped")
     return 0
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _forward_main(config: Config, work_signal: WorkSignal, parent_pid: int) -> None:
+    """Entry point of the forwarder process."""
+    # Die with the receiver (even after kill -9), so a restarted node never has two senders
+    # working on the same queue.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:
+        return
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopped.set())
+    # Ctrl-C reaches the whole process group; the receiver decides when forwarders stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    spool = Spool(config.spool, [d.name for d in config.destinations])
+    run_forwarders(config, spool, work_signal, stopped)

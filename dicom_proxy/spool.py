@@ -22,6 +22,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,11 @@ _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 SUFFIX = ".dcm"
 REASON_SUFFIX = ".reason.json"
+
+
+# How often the queued byte total is re-read from disk: another process (the forwarder)
+# deletes entries, so a count kept in memory here would only ever grow.
+_USAGE_REFRESH_SECONDS = 0.5
 
 
 class SpoolFull(Exception):
@@ -62,7 +68,12 @@ def _make_dir(path: Path) -> None:
 class Spool:
     """The on-disk queues. Thread-safe; one instance per process that writes."""
 
-    def __init__(self, config: SpoolConfig, destinations: list[str] | tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        config: SpoolConfig,
+        destinations: list[str] | tuple[str, ...],
+        on_store: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
         self.root = config.directory
         self.destinations = tuple(destinations)
@@ -71,6 +82,9 @@ class Spool:
         self._changed = threading.Condition(self._lock)
         self._sequence = itertools.count()
         self._bytes = 0
+        self._bytes_read_at = 0.0
+        # Called after every store, e.g. to wake a forwarder in another process.
+        self._on_store = on_store
 
     # -- paths ---------------------------------------------------------------------------
     def queue_dir(self, destination: str) -> Path:
@@ -99,13 +113,25 @@ class Spool:
                 total += entry.size
         with self._lock:
             self._bytes = total
+            self._bytes_read_at = time.monotonic()
         return queued
+
+    def _queued_bytes(self) -> int:
+        """Bytes waiting in all queues (each destination's entry counted), at most
+        _USAGE_REFRESH_SECONDS old plus what this process stored since."""
+        with self._lock:
+            if time.monotonic() - self._bytes_read_at < _USAGE_REFRESH_SECONDS:
+                return self._bytes
+        total = sum(e.size for d in self.destinations for e in self.pending(d))
+        with self._lock:
+            self._bytes = total
+            self._bytes_read_at = time.monotonic()
+        return total
 
     # -- write ---------------------------------------------------------------------------
     def check_capacity(self, incoming_bytes: int = 0) -> None:
         """Raise SpoolFull when accepting `incoming_bytes` more would break a limit."""
-        with self._lock:
-            held = self._bytes
+        held = self._queued_bytes()
         if held + incoming_bytes * max(1, len(self.destinations)) > self.config.max_bytes:
             raise SpoolFull("spool byte limit reached")
         if shutil.disk_usage(self.root).free - incoming_bytes < self.config.min_free_bytes:
@@ -114,7 +140,11 @@ class Spool:
     def store(self, obj: DeidentifiedObject) -> list[SpoolEntry]:
         """Durably enqueue `obj` for every destination; return when it is safe to say Success."""
         self.check_capacity(len(obj.encoded))
-        name = f"{time.time_ns():020d}-{next(self._sequence) % 1_000_000:06d}-{obj.sop_instance_uid}{SUFFIX}"
+        # Time first (FIFO order), then process and sequence: unique across receiver processes.
+        name = (
+            f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence) % 1_000_000:06d}"
+            f"-{obj.sop_instance_uid}{SUFFIX}"
+        )
         temporary = self.incoming / (name + ".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
         try:
@@ -142,6 +172,8 @@ class Spool:
         with self._changed:
             self._bytes += len(obj.encoded) * len(entries)
             self._changed.notify_all()
+        if self._on_store is not None:
+            self._on_store()
         return entries
 
     # -- read / complete -------------------------------------------------------------------
@@ -231,8 +263,7 @@ class Spool:
 
     @property
     def held_bytes(self) -> int:
-        with self._lock:
-            return self._bytes
+        return self._queued_bytes()
 
 
 def _write_small_file(path: Path, text: str) -> None:

@@ -59,6 +59,8 @@ def test_kill_9_after_success_then_restart_delivers_everything(tmp_path: Path) -
         sent = storescu(proxy.port, corpus)
         assert sent.statuses == ["Success"] * len(corpus), sent.output
         proxy.kill()
+    # The forwarder process dies with the receiver: no orphan keeps working on the queue.
+    assert wait_until(lambda: not _processes_using(tmp_path / "proxy.toml"), 10)
     # What a crash in the middle of the next write would leave behind.
     (tmp_path / "spool" / "incoming" / "00000000000000000001-000000-2.25.1.dcm.tmp").write_bytes(b"partial")
     assert len(_queue(tmp_path, "research")) == len(corpus)
@@ -67,6 +69,32 @@ def test_kill_9_after_success_then_restart_delivers_everything(tmp_path: Path) -
         assert wait_until(lambda: not _queue(tmp_path, "research"), 30)
         assert not list((tmp_path / "spool" / "incoming").iterdir())
         assert "recovered for delivery" in proxy.log()
+        assert proxy.terminate() == 0
+
+
+def _processes_using(config: Path) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(config).encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_forwarder_process_is_restarted_if_it_dies(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus", patients=1, series_per_study=1, images_per_series=3)
+    archive_port = free_port()
+    with _proxy(tmp_path, [dicom_destination("research", archive_port)]) as proxy:
+        assert proxy.process is not None
+        children = [pid for pid in _processes_using(tmp_path / "proxy.toml") if pid != proxy.process.pid]
+        assert len(children) == 1
+        os.kill(children[0], signal.SIGKILL)
+        assert wait_until(lambda: "restarting it" in proxy.log(), 10)
+        assert storescu(proxy.port, corpus).statuses == ["Success"] * 3
+        with StoreSCP(tmp_path / "archive", archive_port) as scp:
+            assert wait_until(lambda: len(scp.files()) == 3, 30)
         assert proxy.terminate() == 0
 
 
