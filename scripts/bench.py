@@ -629,13 +629,16 @@ def send_and_wait(run: Run, port: int, called: str, parts: list[Path], senders: 
     return run
 
 
+PROFILE_GIL = False
+
+
 def start_profiler(pid: int, output: Path) -> subprocess.Popen[bytes] | None:
     pyspy = Path(sys.executable).parent / "py-spy"
     if not pyspy.exists():
         print("bench: --profile needs py-spy in the venv (pip install py-spy); not profiling", file=sys.stderr)
         return None
     proc = subprocess.Popen([str(pyspy), "record", "--format", "raw", "-r", "200", "-o", str(output),
-                             "--pid", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--pid", str(pid), *(["--gil"] if PROFILE_GIL else [])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     return proc
 
@@ -657,14 +660,17 @@ def summarize_profile(path: Path, top: int = 15) -> list[str]:
         if not stack or not n.isdigit():
             continue
         count = int(n)
-        frames = [f for f in stack.split(";") if not f.startswith(("thread (", "process "))]
+        # one entry per function (py-spy raw frames carry the line: "func (file.py:123)")
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")
+                  if not f.startswith(("thread (", "process ", "Thread.run ", "Thread._bootstrap"))]
         if not frames:
             continue
         total += count
         own[frames[-1]] += count
         for frame in set(frames):
             cumulative[frame] += count
-    lines = [f"py-spy samples (non-idle, all threads): {total}", f"top {top} by own time:"]
+    kind = "threads holding the GIL (--gil)" if PROFILE_GIL else "non-idle threads (short sleeps count)"
+    lines = [f"py-spy samples, {kind}: {total}", f"top {top} by own time:"]
     lines += [f"  {100 * c / total:5.1f}%  {f}" for f, c in own.most_common(top)]
     lines.append(f"top {top} by cumulative time:")
     lines += [f"  {100 * c / total:5.1f}%  {f}" for f, c in cumulative.most_common(top)]
@@ -972,11 +978,14 @@ def main() -> int:
     parser.add_argument("--backlog", type=int, default=0, metavar="N", help="drain rate of N objects queued")
     parser.add_argument("--backlog-size", type=int, default=64, help="rows = columns of backlog objects")
     parser.add_argument("--profile", type=Path, help="py-spy raw profile of the proxy during its run")
+    parser.add_argument("--profile-gil", action="store_true", help="py-spy --gil: only the GIL holder")
     parser.add_argument("--workdir", type=Path, default=REPO / "var" / "bench", help="corpus cache and run dirs")
     parser.add_argument("--keep", action="store_true", help="keep the run directory (archives, logs)")
     parser.add_argument("--relay-serve", type=int, metavar="ARCHIVE_PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    global PROFILE_GIL
+    PROFILE_GIL = args.profile_gil
     if args.relay_serve:
         relay_serve(args.relay_serve)
         return 0
