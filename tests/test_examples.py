@@ -29,8 +29,6 @@ INCOMPLETE = {
     "UN_sequence.dcm", "empty_charset_LEI.dcm", "nested_priv_SQ.dcm", "no_meta_group_length.dcm",
     "priv_SQ.dcm",  # fragments without SOP Class UID
     "MR_truncated.dcm", "rtplan_truncated.dcm",  # truncated: refused by codec's structural check
-    # Refused by codec's structural check (hostile-input issue), reported to its owner:
-    "SC_rgb_jpeg.dcm",
 }
 # dciodvfy cannot read back pydicom's deflated output ("Tag read failed" at a random tag), so
 # the deflated example is checked by parsing only. Left open in the report.

@@ -65,24 +65,24 @@ class _Walker:
             if pos + length > end:
                 raise StructureError("value extends past the end of its container")
             if vr == b"SQ":
-                self.sequence(pos, pos + length, depth + 1, fragments=False)
+                self.sequence(pos, pos + length, depth + 1, fragments=False, delimited=False)
             pos += length
         if delimited:
             raise StructureError("item delimiter missing")
         return pos
 
     def undefined_length_value(self, tag: tuple[int, int], vr: bytes | None, pos: int, end: int, depth: int) -> int:
-        if tag == PIXEL_DATA and vr in (b"OB", b"OW"):
-            return self.sequence(pos, end, depth, fragments=True)  # encapsulated frames (PS3.5 A.4)
+        if tag == PIXEL_DATA and vr in (b"OB", b"OW", None):
+            return self.sequence(pos, end, depth, fragments=True, delimited=True)  # PS3.5 A.4
         if vr in (None, b"SQ"):
-            return self.sequence(pos, end, depth + 1, fragments=False)
+            return self.sequence(pos, end, depth + 1, fragments=False, delimited=True)
         if vr == b"UN":
             # PS3.5 6.2.2: UN of undefined length holds an Implicit VR Little Endian sequence.
             inner = _Walker(self.data, True, True)
-            return inner.sequence(pos, end, depth + 1, fragments=False)
+            return inner.sequence(pos, end, depth + 1, fragments=False, delimited=True)
         raise StructureError("undefined length on a VR that cannot have one")
 
-    def sequence(self, pos: int, end: int, depth: int, fragments: bool) -> int:
+    def sequence(self, pos: int, end: int, depth: int, fragments: bool, delimited: bool) -> int:
         """Walk items until the sequence delimiter (or `end` for a defined-length sequence)."""
         if depth > MAX_SEQUENCE_DEPTH:
             raise StructureError("sequences nested too deeply")
@@ -101,10 +101,18 @@ class _Walker:
             if not fragments:
                 self.dataset(pos, pos + length, depth, delimited=False)
             pos += length
+        if delimited:
+            raise StructureError("sequence delimiter missing")
         return pos
 
 
 def check_structure(data: bytes, implicit_vr: bool, little_endian: bool) -> None:
-    """Raise StructureError unless `data` is a complete, consistently encoded data set."""
+    """Raise StructureError unless `data` is a complete, consistently encoded data set.
+
+    Like pydicom's reader, accept a data set declared explicit VR that is in fact implicit
+    (a common sender bug): pydicom then reads it as implicit, and we re-encode it correctly.
+    """
+    if not implicit_vr and len(data) >= 6 and not data[4:6].isalpha():
+        implicit_vr = True
     walker = _Walker(data, implicit_vr, little_endian)
     walker.dataset(0, len(data), 0, delimited=False)
