@@ -770,6 +770,8 @@ def print_table(runs: list[Run], args: argparse.Namespace, mean_bytes: float) ->
         print(f"{r.path:<8} {r.arrived:>4}/{r.count:<3} {r.images_per_s:8.1f} {r.mb_per_s:8.1f} {ack_rate:10.1f} "
               f"{r.ack_seconds:7.2f} {r.done_seconds:7.2f} {rss:>9}  "
               f"{r.note}{' sender saw ' + str(r.sender_failures) + ' failures' if r.sender_failures else ''}")
+    print("img/s, MB/s: end to end, t0 -> archive (storescp folder) holds every object; ack img/s: t0 -> "
+          "every storescu exited (a response for each object); peak RSS: VmHWM of the relay process")
     proxy = by.get("proxy")
     if proxy and proxy.arrived:
         print()
