@@ -52,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    from dicom_proxy.service import configure_logging
+
+    configure_logging(config.logging.level)
     try:
         return _COMMANDS[args.command](config, args)
     except BrokenPipeError:

@@ -14,8 +14,11 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from multiprocessing.process import BaseProcess
 from types import FrameType
+
+from pydicom import config as pydicom_config
 
 from dicom_proxy import audit, sdnotify
 from dicom_proxy.config import Config, ConfigError, load_config
@@ -41,6 +44,13 @@ def configure_logging(level: str) -> None:
     # pynetdicom's INFO/DEBUG output includes original UIDs from C-STORE requests (PHI):
     # keep it at WARNING whatever our own level is.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # pydicom's value warnings quote the value ("Invalid value for VR DA: '19561103X'"), which
+    # may be PHI: don't validate on read (we re-check structure ourselves and fail closed on
+    # errors), and never log or print pydicom warnings.
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    # Library warnings (pydicom, pynetdicom) may quote values too: none is printed.
+    warnings.simplefilter("ignore")
 
 
 def build_engine(config: Config) -> Engine:

@@ -160,6 +160,13 @@ def test_no_original_value_in_any_log_line(tmp_path: Path) -> None:
         base_config(tmp_path, destinations, logging={"level": "DEBUG", "audit_file": str(tmp_path / "audit.jsonl")}),
     )
     broken = _file_with_body(corpus[0], tmp_path, "broken.dcm", b"\x10\x00\x10\x00PN\x40\x00" + b"QUIXOTEHEIMER^ZEB")
+    # Invalid values make pydicom warn, and its warnings quote the value.
+    invalid = dcmread(corpus[1])
+    invalid.PatientBirthDate = "1956-11-03"
+    invalid.StationName = "CTSCANNER01 OF ST ELSEWHERE HOSPITAL"
+    invalid.ImageType = ["ORIGINAL", "PRIMARY", "VANTERPOOL_ALOYSIA_SPECIAL"]
+    invalid.save_as(corpus[1], enforce_file_format=True)
+    planted.update({"1956-11-03", "VANTERPOOL_ALOYSIA_SPECIAL"})
     with StoreSCP(tmp_path / "live", live_port) as live, Proxy(config, tmp_path) as proxy:
         assert storescu(proxy.port, corpus).statuses == ["Success"] * len(corpus)
         assert pynetdicom_send_files(proxy.port, [broken])[0] != 0x0000
