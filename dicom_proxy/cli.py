@@ -108,7 +108,9 @@ def _write_output(output: Path, result: DeidentifiedObject) -> None:
     target = output / result.relative_path
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.tmp")
-    temporary.write_bytes(result.encoded)
+    with open(temporary, "wb") as handle:
+        for part in result.parts:
+            handle.write(part)
     os.replace(temporary, target)
 
 

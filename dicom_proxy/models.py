@@ -34,7 +34,18 @@ class DeidentifiedObject:
     study_instance_uid: str
     series_instance_uid: str
     transfer_syntax_uid: str
-    encoded: bytes  # preamble + File Meta Information + data set
+    # Preamble + File Meta Information + data set, in consecutive parts: Pixel Data that no
+    # stage changed stays a view into the received bytes instead of being copied.
+    parts: tuple[bytes | memoryview, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    @property
+    def encoded(self) -> bytes:
+        """The whole file as one bytes object (copies: for tests and small outputs)."""
+        return b"".join(self.parts)
 
     @property
     def relative_path(self) -> Path:

@@ -56,7 +56,7 @@ class StorePipeline:
             "stored",
             sop_instance_uid=result.sop_instance_uid,
             study_instance_uid=result.study_instance_uid,
-            bytes=len(result.encoded),
+            bytes=result.size,
         )
         return StoreStatus.SUCCESS
 

@@ -139,7 +139,8 @@ class Spool:
 
     def store(self, obj: DeidentifiedObject) -> list[SpoolEntry]:
         """Durably enqueue `obj` for every destination; return when it is safe to say Success."""
-        self.check_capacity(len(obj.encoded))
+        size = obj.size
+        self.check_capacity(size)
         # Time first (FIFO order), then process and sequence: unique across receiver processes.
         name = (
             f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence) % 1_000_000:06d}"
@@ -148,10 +149,7 @@ class Spool:
         temporary = self.incoming / (name + ".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
         try:
-            view = memoryview(obj.encoded)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            _write_all(fd, obj.parts)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -160,7 +158,7 @@ class Spool:
             for destination in self.destinations:
                 target = self.queue_dir(destination) / name
                 os.link(temporary, target)
-                entries.append(SpoolEntry(destination, target, len(obj.encoded)))
+                entries.append(SpoolEntry(destination, target, size))
             for destination in self.destinations:
                 _fsync_dir(self.queue_dir(destination))
         except BaseException:
@@ -170,7 +168,7 @@ class Spool:
         finally:
             temporary.unlink(missing_ok=True)
         with self._changed:
-            self._bytes += len(obj.encoded) * len(entries)
+            self._bytes += size * len(entries)
             self._changed.notify_all()
         if self._on_store is not None:
             self._on_store()
@@ -264,6 +262,14 @@ class Spool:
     @property
     def held_bytes(self) -> int:
         return self._queued_bytes()
+
+
+def _write_all(fd: int, parts: tuple[bytes | memoryview, ...]) -> None:
+    for part in parts:
+        view = memoryview(part)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
 
 
 def _write_small_file(path: Path, text: str) -> None:

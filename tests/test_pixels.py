@@ -134,7 +134,7 @@ def decoded(ds: Dataset) -> np.ndarray:
 
 def round_trip(ds: Dataset) -> Dataset:
     """Encode through the engine's Part 10 writer and read back, as a receiver would."""
-    return dcmread(BytesIO(codec.encode(ds)))
+    return dcmread(BytesIO(b"".join(codec.encode(ds).parts)))
 
 
 def box_mask(rows: int, columns: int, boxes: tuple[Box, ...], pairs: bool = False) -> np.ndarray:

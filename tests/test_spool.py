@@ -20,7 +20,7 @@ def _object(n: int, size: int = 100) -> DeidentifiedObject:
         study_instance_uid="2.25.1",
         series_instance_uid="2.25.2",
         transfer_syntax_uid="1.2.840.10008.1.2.1",
-        encoded=bytes([n % 256]) * size,
+        parts=(bytes([n % 256]) * size,),
     )
 
 

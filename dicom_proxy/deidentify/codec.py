@@ -1,21 +1,29 @@
-"""Decode what arrives and encode what leaves, without touching Pixel Data.
+"""Decode what arrives and encode what leaves, without copying or decoding Pixel Data.
 
-pydicom parses lazily: elements stay raw bytes until accessed, so Pixel Data that no rule
-touches is copied through unchanged, and each object is encoded exactly once.
+The header is parsed by pydicom; the top-level Pixel Data value stays a view into the received
+bytes (a RawDataElement holding a memoryview) unless the pixel stage needs it. On the way out,
+the header is encoded by pydicom and the untouched Pixel Data element is written around that
+view, so a large object is held in memory about once, and each object is encoded exactly once.
 """
 
 from __future__ import annotations
 
+import struct
 import zlib
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_dataset
+from pydicom.filewriter import write_dataset
+from pydicom.tag import Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from dicom_proxy import __version__
-from dicom_proxy.deidentify.structure import MAX_SEQUENCE_DEPTH, check_structure
+from dicom_proxy.deidentify.structure import PixelDataSpan, check_structure
 from dicom_proxy.models import Refused
 from dicom_proxy.status import StoreStatus
 
@@ -23,9 +31,26 @@ from dicom_proxy.status import StoreStatus
 IMPLEMENTATION_CLASS_UID = UID("2.25.229395738514155395347318870432585741412")
 IMPLEMENTATION_VERSION_NAME = f"DICOM_PROXY_{__version__.replace('.', '')}"[:16]
 
-
 # A deflated data set is inflated in memory; bound it so a small "zip bomb" cannot exhaust RAM.
 MAX_INFLATED_BYTES = 2 * 1024**3
+
+PIXEL_DATA = Tag(0x7FE00010)
+_UNDEFINED = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An encoded Part 10 object as consecutive parts (written with one writev).
+
+    `pixel_value` is the index of the untouched Pixel Data value among `parts` (None when the
+    Pixel Data was encoded with the header): verify searches everything else.
+    """
+
+    parts: tuple[bytes | memoryview, ...]
+    pixel_value: int | None = None
+
+    def searchable(self) -> bytes:
+        return b"".join(p for i, p in enumerate(self.parts) if i != self.pixel_value)
 
 
 def decode_received(dataset_bytes: bytes, transfer_syntax_uid: str) -> Dataset:
@@ -41,19 +66,50 @@ def decode_received(dataset_bytes: bytes, transfer_syntax_uid: str) -> Dataset:
             raw = inflater.decompress(raw, MAX_INFLATED_BYTES)
             if inflater.unconsumed_tail:
                 raise ValueError("deflated data set inflates beyond the limit")
-        check_structure(raw, syntax.is_implicit_VR, syntax.is_little_endian)
-        dataset = read_dataset(BytesIO(raw), syntax.is_implicit_VR, syntax.is_little_endian)
+        span = check_structure(raw, syntax.is_implicit_VR, syntax.is_little_endian)
+        dataset = _read(raw, syntax, span)
         meta = FileMetaDataset()
         meta.TransferSyntaxUID = syntax
         dataset.file_meta = meta
-        # Force a full parse of the header now (but not of Pixel Data) so corrupt data fails
-        # here, not halfway through de-identification.
-        _touch_all(dataset)
     except Refused:
         raise
     except Exception as exc:
         raise Refused(f"data set cannot be parsed ({type(exc).__name__})", StoreStatus.CANNOT_PARSE) from None
     return dataset
+
+
+def _read(raw: bytes, syntax: UID, span: PixelDataSpan | None) -> Dataset:
+    """pydicom parses the header (and anything after Pixel Data); Pixel Data stays a view."""
+    implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
+    if span is None:
+        return read_dataset(BytesIO(raw), implicit, little)
+    view = memoryview(raw)
+    dataset = read_dataset(BytesIO(view[: span.start]), implicit, little)
+    if span.end < len(raw):
+        tail = read_dataset(BytesIO(view[span.end :]), implicit, little)
+        for element in tail.elements():
+            dataset[element.tag] = element
+    implicit_in_fact = span.vr is None
+    dataset[PIXEL_DATA] = RawDataElement(
+        PIXEL_DATA,
+        span.vr,
+        _UNDEFINED if span.undefined_length else span.value_end - span.value_start,
+        view[span.value_start : span.value_end],  # type: ignore[arg-type]
+        span.value_start,
+        implicit or implicit_in_fact,
+        little,
+    )
+    return dataset
+
+
+def materialize_pixel_data(dataset: Dataset) -> None:
+    """Give Pixel Data its own bytes (for the pixel stage, which decodes and replaces it)."""
+    if PIXEL_DATA in dataset:
+        element = dataset.get_item(PIXEL_DATA)
+        if isinstance(element, RawDataElement) and isinstance(element.value, memoryview):
+            dataset[PIXEL_DATA] = element._replace(value=bytes(element.value))
+        elif isinstance(element.value, memoryview):
+            element.value = bytes(element.value)
 
 
 def read_file(path: Path) -> Dataset:
@@ -72,19 +128,7 @@ def read_file(path: Path) -> Dataset:
     return decode_received(body, syntax)
 
 
-def _touch_all(dataset: Dataset) -> None:
-    """Convert every raw element now (Pixel Data's value stays bytes)."""
-    stack: list[tuple[Dataset, int]] = [(dataset, 0)]
-    while stack:
-        current, depth = stack.pop()
-        if depth > MAX_SEQUENCE_DEPTH:
-            raise ValueError("sequences nested too deeply")
-        for element in current:  # iterating converts raw elements; Pixel Data stays bytes
-            if element.VR == "SQ":
-                stack.extend((item, depth + 1) for item in element.value)
-
-
-def encode(dataset: Dataset) -> bytes:
+def encode(dataset: Dataset) -> Encoded:
     """Encode `dataset` as a Part 10 file in the transfer syntax of its file_meta."""
     syntax = UID(dataset.file_meta.TransferSyntaxUID)
     meta = FileMetaDataset()
@@ -94,6 +138,70 @@ def encode(dataset: Dataset) -> bytes:
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     dataset.file_meta = meta
+    pixel = dataset.get_item(PIXEL_DATA) if PIXEL_DATA in dataset else None
+    if pixel is not None and isinstance(pixel.value, memoryview) and syntax != DeflatedExplicitVRLittleEndian:
+        return _encode_around_pixel_data(dataset, pixel, syntax)
+    materialize_pixel_data(dataset)
     buffer = BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
+    return Encoded((buffer.getvalue(),))
+
+
+def _encode_around_pixel_data(dataset: Dataset, pixel: RawDataElement | DataElement, syntax: UID) -> Encoded:
+    """Header by pydicom, then the Pixel Data element around the untouched view, then the
+    elements (if any) that follow Pixel Data (PS3.5 7.1: ascending tag order)."""
+    tail = [dataset.get_item(tag) for tag in list(dataset.keys()) if tag > PIXEL_DATA]
+    del dataset[PIXEL_DATA]
+    for element in tail:
+        del dataset[element.tag]
+    try:
+        head = BytesIO()
+        dataset.save_as(head, enforce_file_format=True)
+        value = pixel.value
+        assert isinstance(value, memoryview)
+        undefined = _is_undefined_length(pixel)
+        parts: list[bytes | memoryview] = [head.getvalue(), _pixel_header(dataset, pixel, undefined, syntax), value]
+        if undefined:
+            parts.append(_sequence_delimiter(syntax.is_little_endian))
+        if tail:
+            parts.append(_write_elements(tail, syntax))
+    finally:
+        dataset[PIXEL_DATA] = pixel
+        for element in tail:
+            dataset[element.tag] = element
+    return Encoded(tuple(parts), pixel_value=2)
+
+
+def _is_undefined_length(pixel: RawDataElement | DataElement) -> bool:
+    if isinstance(pixel, RawDataElement):
+        return pixel.length == _UNDEFINED
+    return bool(pixel.is_undefined_length)
+
+
+def _pixel_header(dataset: Dataset, pixel: RawDataElement | DataElement, undefined: bool, syntax: UID) -> bytes:
+    order = "<" if syntax.is_little_endian else ">"
+    tag = struct.pack(order + "HH", 0x7FE0, 0x0010)
+    length = _UNDEFINED if undefined else len(pixel.value)
+    if syntax.is_implicit_VR:
+        return tag + struct.pack(order + "I", length)
+    vr = pixel.VR
+    if vr not in ("OB", "OW"):
+        # Unknown or ambiguous ("OB or OW", implicit VR in fact): PS3.5 8.2 and A.4 decide.
+        vr = "OB" if undefined or int(dataset.get("BitsAllocated", 16)) <= 8 else "OW"
+    return tag + str(vr).encode("ascii") + b"\x00\x00" + struct.pack(order + "I", length)
+
+
+def _sequence_delimiter(little_endian: bool) -> bytes:
+    order = "<" if little_endian else ">"
+    return struct.pack(order + "HHI", 0xFFFE, 0xE0DD, 0)
+
+
+def _write_elements(elements: list[object], syntax: UID) -> bytes:
+    tail = Dataset()
+    for element in elements:
+        tail[element.tag] = element  # type: ignore[attr-defined]
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = syntax.is_little_endian
+    buffer.is_implicit_VR = syntax.is_implicit_VR
+    write_dataset(buffer, tail)
     return buffer.getvalue()

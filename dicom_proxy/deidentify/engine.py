@@ -75,12 +75,12 @@ class Engine:
             encoded = codec.encode(dataset)
         except Exception as exc:
             raise Refused(f"cannot encode output ({type(exc).__name__})") from None
-        verify(encoded, dataset, context)
+        verify(encoded.searchable(), dataset, context)
         return DeidentifiedObject(
             sop_class_uid=str(dataset.SOPClassUID),
             sop_instance_uid=str(dataset.SOPInstanceUID),
             study_instance_uid=str(dataset.StudyInstanceUID),
             series_instance_uid=str(dataset.SeriesInstanceUID),
             transfer_syntax_uid=str(dataset.file_meta.TransferSyntaxUID),
-            encoded=encoded,
+            parts=encoded.parts,
         )

@@ -10,6 +10,7 @@ otherwise exhaust pydicom's recursion).
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 UNDEFINED = 0xFFFFFFFF
 ITEM = (0xFFFE, 0xE000)
@@ -26,11 +27,24 @@ class StructureError(ValueError):
     """The encoding is inconsistent (truncated, overlong, unterminated or too deep)."""
 
 
+@dataclass(frozen=True)
+class PixelDataSpan:
+    """Where the top-level Pixel Data element lies in the encoded data set."""
+
+    start: int  # first byte of the element header
+    value_start: int
+    value_end: int  # end of the value (before the sequence delimiter, if undefined length)
+    end: int  # first byte after the element (after its delimiter)
+    vr: str | None  # None in implicit VR
+    undefined_length: bool
+
+
 class _Walker:
     def __init__(self, data: bytes, implicit_vr: bool, little_endian: bool) -> None:
         self.data = data
         self.implicit_vr = implicit_vr
         self.order = "<" if little_endian else ">"
+        self.pixel_data: PixelDataSpan | None = None
 
     def header(self, pos: int, end: int) -> tuple[tuple[int, int], bytes | None, int, int]:
         """(tag, VR or None, value length, header size) of the element at `pos`."""
@@ -58,18 +72,28 @@ class _Walker:
                 return pos + size
             if tag[0] == 0xFFFE:
                 raise StructureError("unexpected item or delimiter tag")
+            start = pos
             pos += size
             if length == UNDEFINED:
                 pos = self.undefined_length_value(tag, vr, pos, end, depth)
+                if tag == PIXEL_DATA and depth == 0:
+                    self._record_pixel_data(start, start + size, pos - 8, pos, vr, True)
                 continue
             if pos + length > end:
                 raise StructureError("value extends past the end of its container")
             if vr == b"SQ":
                 self.sequence(pos, pos + length, depth + 1, fragments=False, delimited=False)
+            if tag == PIXEL_DATA and depth == 0:
+                self._record_pixel_data(start, pos, pos + length, pos + length, vr, False)
             pos += length
         if delimited:
             raise StructureError("item delimiter missing")
         return pos
+
+    def _record_pixel_data(
+        self, start: int, value_start: int, value_end: int, end: int, vr: bytes | None, undefined: bool
+    ) -> None:
+        self.pixel_data = PixelDataSpan(start, value_start, value_end, end, vr.decode() if vr else None, undefined)
 
     def undefined_length_value(self, tag: tuple[int, int], vr: bytes | None, pos: int, end: int, depth: int) -> int:
         if tag == PIXEL_DATA and vr in (b"OB", b"OW", None):
@@ -106,8 +130,9 @@ class _Walker:
         return pos
 
 
-def check_structure(data: bytes, implicit_vr: bool, little_endian: bool) -> None:
-    """Raise StructureError unless `data` is a complete, consistently encoded data set.
+def check_structure(data: bytes, implicit_vr: bool, little_endian: bool) -> PixelDataSpan | None:
+    """Raise StructureError unless `data` is a complete, consistently encoded data set;
+    return where its top-level Pixel Data lies (None when it has none).
 
     Like pydicom's reader, accept a data set declared explicit VR that is in fact implicit
     (a common sender bug): pydicom then reads it as implicit, and we re-encode it correctly.
@@ -116,3 +141,4 @@ def check_structure(data: bytes, implicit_vr: bool, little_endian: bool) -> None
         implicit_vr = True
     walker = _Walker(data, implicit_vr, little_endian)
     walker.dataset(0, len(data), 0, delimited=False)
+    return walker.pixel_data

@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from dicom_proxy.config import PixelConfig
+from dicom_proxy.deidentify.codec import materialize_pixel_data
 from dicom_proxy.deidentify.pixels.base import MaskPlan, PixelError
 from dicom_proxy.deidentify.pixels.registry import codec_for
 from dicom_proxy.deidentify.pixels.rules import Box, MatchField, Rule, RuleSet, load_rules
@@ -123,6 +124,7 @@ class PixelCleaner:
     def _mask(
         self, dataset: Dataset, rules: tuple[Rule, ...], boxes: tuple[Box, ...]
     ) -> PixelOutcome:
+        materialize_pixel_data(dataset)
         syntax = UID(dataset.file_meta.TransferSyntaxUID)
         codec = codec_for(syntax)
         if codec is None:
