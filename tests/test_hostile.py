@@ -176,3 +176,19 @@ def test_no_original_value_in_any_log_line(tmp_path: Path) -> None:
     assert "stored" in text and "refused" in text and "forwarded" in text
     leaked = sorted(value for value in planted if value in text)
     assert leaked == []
+
+
+def test_text_hidden_in_a_kept_number_field_is_refused(tmp_path: Path) -> None:
+    from dicom_proxy.config import DeidentifyConfig
+    from dicom_proxy.deidentify import Engine
+    from dicom_proxy.deidentify.codec import read_file
+    from dicom_proxy.models import Refused
+
+    path = write_corpus(tmp_path, patients=1, series_per_study=1, images_per_series=1)[0]
+    raw = path.read_bytes()
+    # SliceThickness (0018,0050) DS "5.0" becomes a name of the same length + padding.
+    marker = b"\x18\x00\x50\x00DS\x04\x005.0 "
+    assert marker in raw
+    path.write_bytes(raw.replace(marker, b"\x18\x00\x50\x00DS\x04\x00ZED "))
+    with pytest.raises(Refused, match="SliceThickness"):
+        Engine(DeidentifyConfig(), b"k" * 32).deidentify_file(path)

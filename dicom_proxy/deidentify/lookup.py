@@ -6,7 +6,10 @@ private attributes (PS3.5 7.8, identified by creator, group and element byte) ar
 
 from __future__ import annotations
 
-from pydicom.dataelem import DataElement
+from collections.abc import Iterator
+
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
 from dicom_proxy.policy import Action, Policy, Rule
@@ -25,22 +28,53 @@ _NON_TEXT = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "DS", "IS
                        "OB", "OW", "OF", "OD", "OL", "OV", "SQ"})
 
 
-def rule_for(policy: Policy, dataset: Dataset, element: DataElement) -> Rule:
+def cheap_elements(dataset: Dataset) -> Iterator[tuple[DataElement | RawDataElement, str]]:
+    """Each top-level element of `dataset` with its VR, without converting raw values.
+
+    Converting a value is most of pydicom's parsing cost; numbers and binary values that are
+    kept or removed never need it. In implicit VR a raw element has no VR: the public
+    dictionary gives it; private and unknown elements are converted (pydicom's private
+    dictionaries need the creator), and so is UN, which pydicom replaces by the known VR.
+    """
+    for element in list(dataset.elements()):
+        vr = element.VR
+        if vr == "UN" and isinstance(element, RawDataElement):
+            element = dataset[element.tag]
+            vr = element.VR
+        elif vr is None:
+            tag = int(element.tag)
+            try:
+                vr = dictionary_VR(tag) if not tag >> 16 & 1 else None
+            except KeyError:
+                vr = None
+            if vr is None:
+                element = dataset[element.tag]
+                vr = element.VR
+        yield element, str(vr)
+
+
+def converted(dataset: Dataset, element: DataElement | RawDataElement) -> DataElement:
+    """The converted form of `element` (converting it in `dataset` if it is still raw)."""
+    return element if isinstance(element, DataElement) else dataset[element.tag]
+
+
+def rule_for(policy: Policy, dataset: Dataset, element: DataElement | RawDataElement, vr: str | None = None) -> Rule:
     """The rule for `element` of `dataset` (the creator of a private element is read there)."""
     tag = int(element.tag)
+    vr = vr if vr is not None else str(element.VR)
     rule = policy.rules.get(tag)
     if rule is not None:
         return rule
     group, number = tag >> 16, tag & 0xFFFF
     if group & 1:
-        return _private_rule(policy, dataset, group, number, element.VR)
+        return _private_rule(policy, dataset, group, number, vr)
     if number == 0:
         return GROUP_LENGTH
     if 0x5000 <= group <= 0x50FF:
         return policy.curve
     if 0x6000 <= group <= 0x60FF:
-        return _overlay_rule(policy, number, element.VR)
-    return policy.unlisted(element.VR)
+        return _overlay_rule(policy, number, vr)
+    return policy.unlisted(vr)
 
 
 def _overlay_rule(policy: Policy, number: int, vr: str) -> Rule:

@@ -12,7 +12,7 @@ from pydicom.multival import MultiValue
 
 from dicom_proxy.deidentify import pseudonyms
 from dicom_proxy.deidentify.context import Context
-from dicom_proxy.deidentify.lookup import rule_for
+from dicom_proxy.deidentify.lookup import cheap_elements, converted, rule_for
 from dicom_proxy.deidentify.text import identifier_words
 from dicom_proxy.deidentify.uids import is_well_known
 from dicom_proxy.policy import Action, Policy
@@ -44,7 +44,10 @@ def patient_identity(dataset: Dataset) -> str:
 
 def _walk(dataset: Dataset, context: Context, words: set[str], prefix: str) -> None:
     policy = context.policy
-    for element in dataset:
+    for raw, vr in cheap_elements(dataset):
+        if vr != "SQ" and vr not in _TEXT_VRS:
+            continue  # numbers and binary carry no identifying text: not even converted
+        element = converted(dataset, raw)
         vr = element.VR
         if vr == "SQ":
             for index, item in enumerate(element.value or ()):

@@ -8,20 +8,23 @@ Sequences").
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
-from pydicom.dataelem import DataElement
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from dicom_proxy.deidentify import pseudonyms
 from dicom_proxy.deidentify.context import Context
 from dicom_proxy.deidentify.dates import shift_da, shift_dt
-from dicom_proxy.deidentify.lookup import OVERLAY_PLANE, PRIVATE_CREATOR, rule_for
+from dicom_proxy.deidentify.lookup import OVERLAY_PLANE, PRIVATE_CREATOR, cheap_elements, converted, rule_for
 from dicom_proxy.deidentify.text import clean_text
 from dicom_proxy.deidentify.uids import map_uid
 from dicom_proxy.deidentify.values import dummy_value
+from dicom_proxy.models import Refused
 from dicom_proxy.policy import Action, Rule
 
 _PATIENT_ID = 0x00100020
@@ -37,21 +40,39 @@ def apply_tags(dataset: Dataset, context: Context, overlays_cleaned: bool = Fals
     policy = context.policy
     kept_blocks: set[tuple[int, int]] = set()
     creators: list[int] = []
-    for element in list(dataset):
-        rule = rule_for(policy, dataset, element)
+    for raw, vr in cheap_elements(dataset):
+        rule = rule_for(policy, dataset, raw, vr)
+        tag = int(raw.tag)
         if rule is PRIVATE_CREATOR:
-            creators.append(int(element.tag))
+            creators.append(tag)
             continue
         if overlays_cleaned and (rule is policy.overlay_data or rule is OVERLAY_PLANE):
             # Hook for the pixel stage: overlays it cleaned are kept as they are.
             continue
-        _HANDLERS[rule.action](dataset, element, context)
-        tag = int(element.tag)
+        if rule.action is Action.REMOVE:
+            del dataset[tag]
+            continue
+        # A kept number or binary value stays as it came, unconverted if it was never read.
+        if rule.action is not Action.KEEP or vr == "SQ":
+            _HANDLERS[rule.action](dataset, converted(dataset, raw), context)
+        elif vr in _DECIMAL_STRING_VRS and isinstance(raw, RawDataElement):
+            _check_number_string(raw)
         if tag >> 16 & 1 and tag in dataset:
             kept_blocks.add((tag >> 16, (tag & 0xFFFF) >> 8))
     for tag in creators:
         if (tag >> 16, tag & 0xFF) not in kept_blocks:
             del dataset[tag]
+
+
+# DS and IS are numbers written as text (PS3.5 6.2): a kept raw value must hold nothing else.
+_DECIMAL_STRING_VRS = frozenset({"DS", "IS"})
+_NUMBER_STRING = re.compile(rb"[0-9+\-.eE \\\x00]*")
+
+
+def _check_number_string(raw: RawDataElement) -> None:
+    if raw.value and not _NUMBER_STRING.fullmatch(raw.value):
+        keyword = keyword_for_tag(raw.tag) or f"({raw.tag >> 16:04X},{raw.tag & 0xFFFF:04X})"
+        raise Refused(f"{keyword}: {raw.VR or 'DS/IS'} value is not a number")
 
 
 def _recurse(element: DataElement, context: Context) -> None:
