@@ -109,8 +109,7 @@ def _write_output(output: Path, result: DeidentifiedObject) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.tmp")
     with open(temporary, "wb") as handle:
-        for part in result.parts:
-            handle.write(part)
+        handle.writelines(result.parts)
     os.replace(temporary, target)
 
 

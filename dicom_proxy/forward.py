@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pydicom.filereader import read_file_meta_info
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 
@@ -208,7 +208,7 @@ class DicomSender(Sender):
             try:
                 if self.assoc.is_established:
                     self.assoc.release()
-            except Exception:  # noqa: BLE001 - closing must never raise
+            except Exception:
                 self.assoc.abort()
             self.assoc = None
 

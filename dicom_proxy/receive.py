@@ -8,9 +8,12 @@ object is durably spooled answers a failure status (fail closed).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from io import BytesIO
+from typing import Any, cast
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -48,7 +51,7 @@ class StorePipeline:
             # Disk trouble while spooling: the sender should try again later.
             audit.record("refused", status=int(StoreStatus.OUT_OF_RESOURCES), reason=f"spool write failed ({exc.strerror})")
             return StoreStatus.OUT_OF_RESOURCES
-        except Exception as exc:  # noqa: BLE001 - fail closed on anything unexpected
+        except Exception as exc:
             log.exception("unexpected error while processing an object (%s)", type(exc).__name__)
             audit.record("refused", status=int(StoreStatus.PROCESSING_FAILURE), reason=type(exc).__name__)
             return StoreStatus.PROCESSING_FAILURE
@@ -64,13 +67,14 @@ class StorePipeline:
 def handle_store(pipeline: StorePipeline) -> Callable[[evt.Event], int]:
     def handler(event: evt.Event) -> int:
         try:
+            request = cast(C_STORE, event.request)
             received = ReceivedObject(
-                dataset_bytes=event.request.DataSet.getvalue(),
+                dataset_bytes=cast(BytesIO, request.DataSet).getvalue(),
                 transfer_syntax_uid=str(event.context.transfer_syntax),
-                affected_sop_class_uid=str(event.request.AffectedSOPClassUID),
+                affected_sop_class_uid=str(request.AffectedSOPClassUID),
                 calling_ae_title=str(event.assoc.requestor.ae_title),
             )
-        except Exception:  # noqa: BLE001
+        except Exception:
             return int(StoreStatus.CANNOT_PARSE)
         return int(pipeline.store(received))
 
@@ -90,7 +94,7 @@ def release_unassociated(event: evt.Event) -> None:
     """
     assoc = event.assoc
     if assoc.is_acceptor and not assoc.is_established and assoc.requestor.primitive is None:
-        assoc.dul.to_user_queue.put(None)
+        assoc.dul.to_user_queue.put(None)  # type: ignore[arg-type]
 
 
 def build_ae(node: NodeConfig) -> AE:
@@ -106,7 +110,7 @@ def build_ae(node: NodeConfig) -> AE:
     ae.maximum_pdu_size = node.maximum_pdu_size
     syntaxes = list(ALL_TRANSFER_SYNTAXES)
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, syntaxes)
+        ae.add_supported_context(cast(str, context.abstract_syntax), syntaxes)
     ae.add_supported_context(Verification, syntaxes)
     return ae
 
@@ -120,5 +124,7 @@ def start_server(node: NodeConfig, pipeline: StorePipeline) -> ThreadedAssociati
         (evt.EVT_CONN_OPEN, set_tcp_nodelay),
         (evt.EVT_CONN_CLOSE, release_unassociated),
     ]
-    return ae.start_server((node.bind, node.port), block=False, evt_handlers=handlers)
+    server = ae.start_server((node.bind, node.port), block=False, evt_handlers=handlers)
+    assert server is not None  # block=False always returns the server
+    return server
 

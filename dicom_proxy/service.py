@@ -19,6 +19,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from pydicom import config as pydicom_config
+from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_proxy import audit, sdnotify
 from dicom_proxy.config import Config, ConfigError, load_config
@@ -69,7 +70,7 @@ class Node:
         self.spool = Spool(config.spool, names, on_store=self.work_signal.notify)
         self.pipeline = StorePipeline(build_engine(config), self.spool)
         self.forward_process: BaseProcess | None = None
-        self.server = None  # type: ignore[var-annotated]
+        self.server: ThreadedAssociationServer | None = None
         self.stopped = threading.Event()
 
     @property
@@ -119,7 +120,7 @@ class Node:
             for problem in exc.problems:
                 log.error("reload rejected, keeping the current policy: %s", problem)
             return
-        except Exception as exc:  # noqa: BLE001 - a bad reload must never stop the node
+        except Exception as exc:
             log.error("reload rejected, keeping the current policy: %s", exc)
             return
         if (config.node, config.destinations, config.spool) != (

@@ -11,7 +11,16 @@ from pydicom.sequence import Sequence
 from dicom_proxy.deidentify.pseudonyms import date_offset_days, patient_id, patient_name
 from dicom_proxy.deidentify.uids import pseudonymous_uid
 from dicom_proxy.models import Refused
-from tests.dicomfactory import KEY, OTHER_KEY, PATIENT_ID, SOP_UID, STUDY_UID, ct_dataset, engine, read
+from tests.dicomfactory import (
+    KEY,
+    OTHER_KEY,
+    PATIENT_ID,
+    SOP_UID,
+    STUDY_UID,
+    ct_dataset,
+    engine,
+    read,
+)
 
 
 def test_basic_profile_output() -> None:

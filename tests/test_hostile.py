@@ -181,7 +181,6 @@ def test_no_original_value_in_any_log_line(tmp_path: Path) -> None:
 def test_text_hidden_in_a_kept_number_field_is_refused(tmp_path: Path) -> None:
     from dicom_proxy.config import DeidentifyConfig
     from dicom_proxy.deidentify import Engine
-    from dicom_proxy.deidentify.codec import read_file
     from dicom_proxy.models import Refused
 
     path = write_corpus(tmp_path, patients=1, series_per_study=1, images_per_series=1)[0]

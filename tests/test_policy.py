@@ -8,7 +8,14 @@ import pytest
 
 from dicom_proxy.config import ConfigError
 from dicom_proxy.deidentify import Engine
-from dicom_proxy.policy import Action, Option, compile_policy, format_policy, parse_action, table_rows
+from dicom_proxy.policy import (
+    Action,
+    Option,
+    compile_policy,
+    format_policy,
+    parse_action,
+    table_rows,
+)
 from tests.dicomfactory import KEY, header_config
 
 PATIENT_SEX = 0x00100040

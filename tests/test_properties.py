@@ -28,8 +28,8 @@ uids = st.lists(uid_part, min_size=2, max_size=8).map(lambda parts: "1.2.826.0.1
 
 # Fixed text the engine writes itself (dummies, the record of what was done): a "secret" that
 # is part of it (e.g. "ANONYM") is found in every output and proves nothing.
-from dicom_proxy.deidentify.values import DUMMY_STRINGS  # noqa: E402
-from dicom_proxy.policy import BASIC_PROFILE, CLEAN_PIXEL_DATA, Option  # noqa: E402
+from dicom_proxy.deidentify.values import DUMMY_STRINGS
+from dicom_proxy.policy import BASIC_PROFILE, CLEAN_PIXEL_DATA, Option
 
 VOCABULARY = " ".join(
     [*DUMMY_STRINGS, "MODIFIED", "ANON", "YES", "dicom-proxy PS3.15 2026d E.1-1", "ISO_IR 100",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -181,7 +182,7 @@ def _is_undefined_length(pixel: RawDataElement | DataElement) -> bool:
 def _pixel_header(dataset: Dataset, pixel: RawDataElement | DataElement, undefined: bool, syntax: UID) -> bytes:
     order = "<" if syntax.is_little_endian else ">"
     tag = struct.pack(order + "HH", 0x7FE0, 0x0010)
-    length = _UNDEFINED if undefined else len(pixel.value)
+    length = _UNDEFINED if undefined else len(pixel.value or b"")
     if syntax.is_implicit_VR:
         return tag + struct.pack(order + "I", length)
     vr = pixel.VR
@@ -196,10 +197,10 @@ def _sequence_delimiter(little_endian: bool) -> bytes:
     return struct.pack(order + "HHI", 0xFFFE, 0xE0DD, 0)
 
 
-def _write_elements(elements: list[object], syntax: UID) -> bytes:
+def _write_elements(elements: Sequence[DataElement | RawDataElement], syntax: UID) -> bytes:
     tail = Dataset()
     for element in elements:
-        tail[element.tag] = element  # type: ignore[attr-defined]
+        tail[element.tag] = element
     buffer = DicomBytesIO()
     buffer.is_little_endian = syntax.is_little_endian
     buffer.is_implicit_VR = syntax.is_implicit_VR

@@ -60,12 +60,13 @@ class Engine:
             return self._run(dataset)
         except Refused:
             raise
-        except Exception as exc:  # noqa: BLE001 - fail closed, without the (PHI-bearing) message
+        except Exception as exc:
             raise Refused(f"de-identification failed ({type(exc).__name__})") from None
 
     def _run(self, dataset: Dataset) -> DeidentifiedObject:
         for keyword in _REQUIRED:
-            if keyword not in dataset or not str(dataset.data_element(keyword).value):
+            element = dataset.data_element(keyword)
+            if element is None or not str(element.value):
                 raise Refused(f"{keyword} missing")
         context = make_plan(dataset, self.policy, self._key)
         outcome = self._pixels.clean(dataset)

@@ -7,6 +7,7 @@ identifying strings that verify searches for, and the patient's date offset (E.3
 from __future__ import annotations
 
 from pydicom.charset import convert_encodings
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -88,7 +89,6 @@ def _strings(value: object) -> list[str]:
     return [text] if text else []
 
 
-def _name(element: object) -> str:
-    keyword = getattr(element, "keyword", "")
-    tag = getattr(element, "tag")
-    return keyword or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+def _name(element: DataElement) -> str:
+    tag = element.tag
+    return element.keyword or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"

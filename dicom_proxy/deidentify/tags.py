@@ -20,12 +20,18 @@ from pydicom.multival import MultiValue
 from dicom_proxy.deidentify import pseudonyms
 from dicom_proxy.deidentify.context import Context
 from dicom_proxy.deidentify.dates import shift_da, shift_dt
-from dicom_proxy.deidentify.lookup import OVERLAY_PLANE, PRIVATE_CREATOR, cheap_elements, converted, rule_for
+from dicom_proxy.deidentify.lookup import (
+    OVERLAY_PLANE,
+    PRIVATE_CREATOR,
+    cheap_elements,
+    converted,
+    rule_for,
+)
 from dicom_proxy.deidentify.text import clean_text
 from dicom_proxy.deidentify.uids import map_uid
 from dicom_proxy.deidentify.values import dummy_value
 from dicom_proxy.models import Refused
-from dicom_proxy.policy import Action, Rule
+from dicom_proxy.policy import Action
 
 _PATIENT_ID = 0x00100020
 _PATIENT_NAME = 0x00100010

@@ -61,7 +61,7 @@ def _encodings(needle: str, encodings: list[str]) -> set[bytes]:
     patterns = {needle.lower().encode("utf-8", "replace")}
     try:
         patterns.add(encode_string(needle, encodings).lower())
-    except Exception:  # noqa: BLE001 - any encoding problem: the UTF-8 form is still searched
+    except Exception:
         pass
     return patterns
 

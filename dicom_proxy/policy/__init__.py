@@ -43,7 +43,7 @@ def format_policy(policy: Policy) -> str:
     lines.append(line("(60xx,4000)", policy.overlay_comments))
     for key in sorted(policy.private_rules):
         creator, group, element = key
-        lines.append(line(f"({group:04X},xx{element:02X})", policy.private_rules[key]))
+        lines.append(line(f"({group:04X},xx{element:02X}) {creator}", policy.private_rules[key]))
     lines.append(line("(odd group)", policy.private_default))
     for vr in sorted(policy.unlisted_by_vr):
         lines.append(line(f"unlisted {vr}", policy.unlisted_by_vr[vr]))

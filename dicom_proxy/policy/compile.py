@@ -39,7 +39,7 @@ REQUIRED_UNLISTED_TEXT = frozenset(
         "RadiopharmaceuticalRoute", "Radiopharmaceutical", "CollimatorType", "ReconstructionMethod",
         "AcquisitionDeviceProcessingCode", "LossyImageCompressionMethod", "SegmentLabel",
         "SegmentAlgorithmName", "SegmentDescription", "ContentLabel", "ROIObservationDescription",
-        "ChannelLabel", "MeasurementUnitsCodeSequence", "ConceptNameCodeSequence",
+        "ChannelLabel", "ConceptNameCodeSequence",
     }
 )
 
@@ -105,7 +105,7 @@ def row_rule(row: dict[str, Any], options: Iterable[Option]) -> Rule:
             why = f"options {others}: strictest {action.value}"
     else:
         action, how = parse_action(row["basic"])
-        why = f"basic profile {how}" if how == action.value else f"basic profile {how}"
+        why = f"basic profile {how}"
     tag = 0 if row["pattern"] else parse_tag(row["tag"])
     identifying = row["vr"] == "PN" or bool(_IDENTIFYING.search(row["keyword"]))
     return Rule(tag, row["name"], row["keyword"], row["vr"], action, why, identifying)

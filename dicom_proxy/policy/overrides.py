@@ -164,7 +164,7 @@ def _public_tag(key: str) -> int | None:
     if tag is not None:
         return int(tag)
     digits = key.strip().strip("()").replace(",", "")
-    if re.fullmatch(r"[0-9A-Fa-f]{8}", digits) and not int(digits[:4], 16) % 2 == 1:
+    if re.fullmatch(r"[0-9A-Fa-f]{8}", digits) and int(digits[:4], 16) % 2 != 1:
         return int(digits, 16)
     return None
 

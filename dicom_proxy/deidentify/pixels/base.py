@@ -214,7 +214,7 @@ def decode(dataset: Dataset, preferred_plugin: str = "") -> tuple[np.ndarray, di
             decoder = get_decoder(dataset.file_meta.TransferSyntaxUID)
             array, meta = decoder.as_array(dataset, decoding_plugin=plugin, **options)
             break
-        except Exception as exc:  # noqa: BLE001 - plugins raise anything; fail closed
+        except Exception as exc:
             error = exc
     else:
         raise PixelError(f"cannot decode Pixel Data ({type(error).__name__})") from None
@@ -293,7 +293,7 @@ def store_encapsulated(
                 syntax, array, encoding_plugin=plugin, generate_instance_uid=False, **options
             )
             break
-        except Exception as exc:  # noqa: BLE001 - plugins raise anything; caller falls back
+        except Exception as exc:
             error = exc
     else:
         raise PixelError(f"cannot re-encode Pixel Data ({type(error).__name__})") from None

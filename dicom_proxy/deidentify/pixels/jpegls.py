@@ -24,7 +24,7 @@ def near_bound(dataset: Dataset, syntax: UID) -> dict[str, Any] | None:
                 dataset.PixelData, number_of_frames=int(dataset.get("NumberOfFrames") or 1)
             )
         )
-    except Exception:  # noqa: BLE001 - unreadable stream: no lossy option, store uncompressed
+    except Exception:
         return None
     sos = frame.find(b"\xff\xda")
     if sos < 0 or len(frame) < sos + 5:
