@@ -50,6 +50,7 @@ class NodeConfig:
     dimse_timeout: float = 60.0
     network_timeout: float = 60.0
     maximum_pdu_size: int = 0  # 0: no limit (PS3.8 D.1); what we advertise to senders
+    max_object_bytes: int = 4 * 1024**3  # larger data sets abort the association (bounded memory)
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,10 @@ def _parse_node(r: _Reader, t: dict[str, Any]) -> NodeConfig:
     r.unknown_keys(
         "node.",
         t,
-        {"ae_title", "bind", "port", "allowed_calling_ae_titles", "max_associations", "maximum_pdu_size", *_TIMEOUT_KEYS},
+        {
+            "ae_title", "bind", "port", "allowed_calling_ae_titles", "max_associations", "maximum_pdu_size",
+            "max_object_bytes", *_TIMEOUT_KEYS,
+        },
     )
     ae_title = r.ae_title("node.ae_title", t, "ae_title", d.ae_title)
     if not ae_title:
@@ -268,6 +272,7 @@ def _parse_node(r: _Reader, t: dict[str, Any]) -> NodeConfig:
         dimse_timeout=r.number("node.dimse_timeout", t, "dimse_timeout", d.dimse_timeout),
         network_timeout=r.number("node.network_timeout", t, "network_timeout", d.network_timeout),
         maximum_pdu_size=r.integer("node.maximum_pdu_size", t, "maximum_pdu_size", d.maximum_pdu_size, 0, 2**32 - 1),
+        max_object_bytes=r.integer("node.max_object_bytes", t, "max_object_bytes", d.max_object_bytes, 1024, 2**40),
     )
 
 

@@ -21,6 +21,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from dicom_proxy import audit
 from dicom_proxy.config import NodeConfig
 from dicom_proxy.deidentify import Engine
+from dicom_proxy.limits import ReceiveLimits
 from dicom_proxy.models import ReceivedObject, Refused
 from dicom_proxy.spool import Spool, SpoolFull
 from dicom_proxy.status import StoreStatus
@@ -139,10 +140,12 @@ def build_ae(node: NodeConfig) -> AE:
 def start_server(node: NodeConfig, pipeline: StorePipeline) -> ThreadedAssociationServer:
     """Listen on `node.bind:node.port` (port 0: any free port) in background threads."""
     ae = build_ae(node)
+    limits = ReceiveLimits(node.max_object_bytes)
     handlers: list[Any] = [
         (evt.EVT_C_STORE, handle_store(pipeline)),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_CONN_OPEN, set_tcp_nodelay),
+        (evt.EVT_CONN_OPEN, limits.on_connection_open),
         (evt.EVT_CONN_CLOSE, release_unassociated),
     ]
     contexts: list[PresentationContext] = [_cheaply_copied(c) for c in ae.supported_contexts]

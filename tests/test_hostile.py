@@ -191,3 +191,18 @@ def test_text_hidden_in_a_kept_number_field_is_refused(tmp_path: Path) -> None:
     path.write_bytes(raw.replace(marker, b"\x18\x00\x50\x00DS\x04\x00ZED "))
     with pytest.raises(Refused, match="SliceThickness"):
         Engine(DeidentifyConfig(), b"k" * 32).deidentify_file(path)
+
+
+def test_data_set_over_the_size_limit_aborts_and_the_next_is_served(tmp_path: Path) -> None:
+    small = write_corpus(tmp_path / "small", patients=1, series_per_study=1, images_per_series=1, size=64)
+    large = write_corpus(tmp_path / "large", patients=1, series_per_study=1, images_per_series=1, size=256)
+    folder = {"name": "archive", "type": "folder", "path": str(tmp_path / "out")}
+    config = write_config(
+        tmp_path / "proxy.toml", base_config(tmp_path, [folder], node={"max_object_bytes": 64 * 1024})
+    )
+    with Proxy(config, tmp_path) as proxy:
+        refused = storescu(proxy.port, large)
+        assert refused.statuses == [] and refused.returncode != 0, refused.output
+        assert "max_object_bytes" in proxy.log()
+        assert storescu(proxy.port, small).statuses == ["Success"]
+        assert wait_until(lambda: len(list((tmp_path / "out").rglob("*.dcm"))) == 1, 30)
