@@ -9,6 +9,8 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from tests.dicomfactory import set_ct_pixels
+
 
 @dataclass(frozen=True)
 class Patient:
@@ -67,18 +69,8 @@ def ct_image(
     ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     ds.SliceThickness = 5.0
     ds.PixelSpacing = [0.7, 0.7]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = size
-    ds.Columns = size
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.RescaleIntercept = -1024
-    ds.RescaleSlope = 1
     rng = np.random.default_rng(instance)
-    ds.PixelData = rng.integers(0, 4096, size=(size, size), dtype=np.uint16).tobytes()
+    set_ct_pixels(ds, size, size, rng.integers(0, 4096, size=(size, size), dtype=np.uint16).tobytes())
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

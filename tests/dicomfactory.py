@@ -66,20 +66,25 @@ def ct_dataset(rows: int = 4, columns: int = 4) -> Dataset:
     ds.PositionReferenceIndicator = ""
     ds.ImagePositionPatient = [0, 0, 0]
     ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [0.5, 0.5]
+    ds.KVP = 120
+    set_ct_pixels(ds, rows, columns, bytes(rows * columns * 2))
+    return ds
+
+
+def set_ct_pixels(ds: Dataset, rows: int, columns: int, pixel_data: bytes) -> None:
+    """Image Pixel and CT Image module attributes for 12-bit unsigned MONOCHROME2 pixels."""
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows = rows
     ds.Columns = columns
-    ds.PixelSpacing = [0.5, 0.5]
     ds.BitsAllocated = 16
     ds.BitsStored = 12
     ds.HighBit = 11
     ds.PixelRepresentation = 0
     ds.RescaleIntercept = -1024
     ds.RescaleSlope = 1
-    ds.KVP = 120
-    ds.PixelData = bytes(rows * columns * 2)
-    return ds
+    ds.PixelData = pixel_data
 
 
 def read(encoded: bytes) -> Dataset:
