@@ -100,3 +100,23 @@ def test_compressed_us_object_is_masked_end_to_end(tmp_path: Path) -> None:
     assert np.array_equal(after[band:], before[band:])
     codes = {str(item.CodeValue) for item in received.get("DeidentificationMethodCodeSequence", [])}
     assert "113101" in codes  # Clean Pixel Data Option (PS3.16 CID 7050)
+
+
+def test_burned_in_objects_no_rule_cleans_are_refused_to_the_sender(tmp_path: Path) -> None:
+    from tests.corpus import write_corpus
+    from tests.netpeers import pynetdicom_send_files
+
+    burned_in = write_corpus(tmp_path / "ct", patients=1, series_per_study=1, images_per_series=1)[0]
+    ds = dcmread(burned_in)
+    ds.BurnedInAnnotation = "YES"
+    ds.save_as(burned_in, enforce_file_format=True)
+    secondary_capture = get_testdata_file("SC_rgb_rle.dcm")  # Secondary Capture, RLE: high risk by default
+    assert secondary_capture is not None
+    folder = {"name": "archive", "type": "folder", "path": str(tmp_path / "out")}
+    config = write_config(tmp_path / "proxy.toml", base_config(tmp_path, [folder]))  # no rules file
+    with Proxy(config, tmp_path) as proxy:
+        statuses = pynetdicom_send_files(proxy.port, [burned_in, Path(secondary_capture)])
+        assert statuses == [0xC003, 0xC003]
+        assert proxy.log().count('"status": 49155') == 2  # audit records of both refusals
+    assert not list((tmp_path / "spool" / "queues" / "archive").iterdir())
+    assert not (tmp_path / "out").exists()
