@@ -24,33 +24,63 @@ SAFE_PRIVATE_TEXT = Rule(0, "Private attribute with a text value", "", "", Actio
                          "retain_safe_private: text value cleaned")
 SAFE_PRIVATE_UNKNOWN = Rule(0, "Private attribute of unknown VR", "", "UN", Action.REMOVE,
                             "retain_safe_private: value cannot be checked")
+MISMATCHED_VR = Rule(0, "Attribute with a VR its definition does not allow", "", "", Action.REMOVE,
+                     "declared VR contradicts the data dictionary: content cannot be checked")
+_BINARY = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT", "OB", "OW", "OF", "OD", "OL", "OV"})
 _NON_TEXT = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "DS", "IS", "AT",
                        "OB", "OW", "OF", "OD", "OL", "OV", "SQ"})
 
 
+# Yielded instead of a VR (never a real VR, PS3.5 6.2): the declared VR contradicts the
+# data dictionary.
+VR_MISMATCH = "?mismatch"
+
+
 def cheap_elements(dataset: Dataset) -> Iterator[tuple[DataElement | RawDataElement, str]]:
-    """Each top-level element of `dataset` with its VR, without converting raw values.
+    """Each top-level element of `dataset` with the VR its policy is decided on, without
+    converting raw values.
 
     Converting a value is most of pydicom's parsing cost; numbers and binary values that are
-    kept or removed never need it. In implicit VR a raw element has no VR: the public
-    dictionary gives it; private and unknown elements are converted (pydicom's private
-    dictionaries need the creator), and so is UN, which pydicom replaces by the known VR.
+    kept or removed never need it. The VR a sender declares is not trusted on its own: text
+    declared as a number would otherwise be kept unread. For a public attribute, a declared
+    VR the data dictionary does not allow yields VR_MISMATCH (removed, see rule_for). UN and
+    implicit-VR private elements are converted: pydicom resolves their VR from its
+    dictionaries.
     """
     for element in list(dataset.elements()):
-        vr = element.VR
-        if vr == "UN" and isinstance(element, RawDataElement):
+        tag = int(element.tag)
+        declared = element.VR
+        if declared is None or (declared == "UN" and isinstance(element, RawDataElement)):
+            known = _dictionary_vr(tag)
+            if known is not None and declared is None:
+                yield element, known
+                continue
             element = dataset[element.tag]
-            vr = element.VR
-        elif vr is None:
-            tag = int(element.tag)
-            try:
-                vr = dictionary_VR(tag) if not tag >> 16 & 1 else None
-            except KeyError:
-                vr = None
-            if vr is None:
-                element = dataset[element.tag]
-                vr = element.VR
-        yield element, str(vr)
+            declared = element.VR
+        yield element, _trusted_vr(tag, str(declared))
+
+
+def _dictionary_vr(tag: int) -> str | None:
+    if tag >> 16 & 1:
+        return None
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return None
+
+
+def _trusted_vr(tag: int, declared: str) -> str:
+    if tag >> 16 & 1 or tag & 0xFFFF == 0:
+        return declared  # private (checked against Table E.3.10-1) or group length (removed)
+    known = _dictionary_vr(tag)
+    if known is None:
+        return declared  # checked against the table's VR, or removed as unknown (rule_for)
+    return declared if _allowed(declared, known) else VR_MISMATCH
+
+
+def _allowed(declared: str, expected: str) -> bool:
+    """`declared` is `expected` or one of its alternatives ("OB or OW", "US or SS")."""
+    return declared == expected or declared in expected.split(" or ")
 
 
 def converted(dataset: Dataset, element: DataElement | RawDataElement) -> DataElement:
@@ -62,8 +92,12 @@ def rule_for(policy: Policy, dataset: Dataset, element: DataElement | RawDataEle
     """The rule for `element` of `dataset` (the creator of a private element is read there)."""
     tag = int(element.tag)
     vr = vr if vr is not None else str(element.VR)
+    if vr == VR_MISMATCH:
+        return MISMATCHED_VR
     rule = policy.rules.get(tag)
     if rule is not None:
+        if rule.vr and not _allowed(vr, rule.vr):
+            return MISMATCHED_VR
         return rule
     group, number = tag >> 16, tag & 0xFFFF
     if group & 1:
@@ -74,6 +108,10 @@ def rule_for(policy: Policy, dataset: Dataset, element: DataElement | RawDataEle
         return policy.curve
     if 0x6000 <= group <= 0x60FF:
         return _overlay_rule(policy, number, vr)
+    if _dictionary_vr(tag) is None:
+        # Neither the table nor the dictionary knows it: the declared VR is all we have, so the
+        # value counts as unknown content (UN): removed unless unlisted_attributes = "keep".
+        return policy.unlisted("UN")
     return policy.unlisted(vr)
 
 
@@ -102,8 +140,13 @@ def _private_rule(policy: Policy, dataset: Dataset, group: int, number: int, vr:
     rule = policy.private_rules.get((creator, group, number & 0xFF))
     if rule is None:
         return policy.private_default
-    if rule.action is Action.KEEP and vr not in _NON_TEXT:
-        if vr == "UN":
-            return rule if rule.vr in _NON_TEXT and rule.vr != "SQ" else SAFE_PRIVATE_UNKNOWN
+    if rule.action is not Action.KEEP:
+        return rule
+    if vr == "UN":
+        # Bytes of unknown meaning: kept only where the table's VR is binary anyway.
+        return rule if rule.vr in _BINARY else SAFE_PRIVATE_UNKNOWN
+    if rule.vr and not _allowed(vr, rule.vr):
+        return SAFE_PRIVATE_UNKNOWN  # declared VR contradicts the table: value cannot be checked
+    if vr not in _NON_TEXT:
         return SAFE_PRIVATE_TEXT
     return rule
