@@ -15,6 +15,7 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -25,7 +26,8 @@ from pynetdicom.association import Association
 
 from dicom_proxy import audit
 from dicom_proxy.config import Config, DestinationConfig, NodeConfig
-from dicom_proxy.models import SpoolEntry
+from dicom_proxy.deidentify.pixels.bigendian import to_little_endian
+from dicom_proxy.models import SpoolEntry, is_valid_uid
 from dicom_proxy.spool import Spool, _fsync_dir
 from dicom_proxy.status import is_success, is_transient_failure
 from dicom_proxy.tcp import set_tcp_nodelay
@@ -77,9 +79,12 @@ class FolderSender(Sender):
                 stop_before_pixels=True,
                 specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"],
             )
-            folder = self.root / str(header.StudyInstanceUID) / str(header.SeriesInstanceUID)
-            folder.mkdir(parents=True, exist_ok=True)
-            target = folder / f"{header.SOPInstanceUID}.dcm"
+            uids = [str(header.StudyInstanceUID), str(header.SeriesInstanceUID), str(header.SOPInstanceUID)]
+            if not all(is_valid_uid(uid) for uid in uids):
+                return Outcome(Result.REFUSED, "spooled file has an invalid UID")
+            folder = self.root / uids[0] / uids[1]
+            _make_dirs_durable(folder)
+            target = folder / f"{uids[2]}.dcm"
             temporary = folder / f".{target.name}.tmp"
             shutil.copyfile(entry.path, temporary)
             with open(temporary, "rb+") as handle:
@@ -92,6 +97,19 @@ class FolderSender(Sender):
         except Exception as exc:
             return Outcome(Result.REFUSED, f"spooled file unreadable ({type(exc).__name__})")
         return Outcome(Result.DELIVERED)
+
+
+def _make_dirs_durable(folder: Path) -> None:
+    """mkdir -p, fsync'ing the parent of every folder created, so a delivered file survives a
+    power loss even on file systems that do not order directory updates."""
+    missing = []
+    current = folder
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+        _fsync_dir(path.parent)
 
 
 class DicomSender(Sender):
@@ -154,9 +172,13 @@ class DicomSender(Sender):
             c.transfer_syntax[0] for c in self.assoc.accepted_contexts if c.abstract_syntax == sop_class  # type: ignore[union-attr]
         )
         dataset = dcmread(entry.path)
-        if dataset.file_meta.TransferSyntaxUID.is_compressed:
+        source = UID(dataset.file_meta.TransferSyntaxUID)
+        if source.is_compressed:
             # Never make a new SOP Instance UID here: the pseudonym mapping must stay stable.
             dataset.decompress(generate_instance_uid=False)
+        elif not source.is_little_endian:
+            # pydicom re-encodes numbers, but word values (OW...) are bytes: swap them.
+            to_little_endian(dataset, pixel_data=True)
         syntax = UID(accepted)
         dataset.file_meta.TransferSyntaxUID = syntax
         dataset.set_original_encoding(syntax.is_implicit_VR, syntax.is_little_endian, dataset.original_character_set)
@@ -259,12 +281,25 @@ class Forwarder(threading.Thread):
         idle_since: float | None = None
         try:
             while not self._stop_event.is_set():
-                entries = self.spool.pending(self.destination.name)
-                if not entries:
-                    idle_since = self._idle(idle_since)
-                    continue
-                idle_since = None
-                self._drain(entries)
+                try:
+                    entries = self.spool.pending(self.destination.name)
+                    if not entries:
+                        idle_since = self._idle(idle_since)
+                        continue
+                    idle_since = None
+                    self._drain(entries)
+                except Exception as exc:
+                    # A worker that dies leaves its queue undrained while everything looks
+                    # healthy: log (type only: messages may quote values), back off, go on.
+                    delay = self.backoff.next_delay()
+                    log.error(
+                        "destination %s: unexpected %s; retrying in %.1fs",
+                        self.destination.name,
+                        type(exc).__name__,
+                        delay,
+                    )
+                    self.sender.close()
+                    self._stop_event.wait(delay)
         finally:
             self.sender.close()
 
@@ -337,7 +372,11 @@ def run_forwarders(config: Config, spool: Spool, signal_: WorkSignal, stopped: t
         forwarder.start()
     relay = threading.Thread(target=signal_.relay, args=(spool, stopped), name="forward-wake", daemon=True)
     relay.start()
-    stopped.wait()
+    while not stopped.wait(1.0):
+        if not all(f.is_alive() for f in forwarders):
+            # Never expected (workers catch everything): exit so the receiver restarts us.
+            log.error("a forwarder thread exited; restarting the forwarder process")
+            os._exit(1)
     for forwarder in forwarders:
         forwarder.stop()
     for forwarder in forwarders:

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 256 * 1024
 _P_DATA_TF = 0x04
+_MAX_COMMAND_BYTES = 64 * 1024
 
 
 class ReceiveLimits:
@@ -50,6 +51,7 @@ class _BoundedReader:
         self.expect_header = True
         self.pdu_type = 0
         self.data_set_bytes = 0  # of the data set being received
+        self.command_bytes = 0  # of the command being received
 
     def recv(self, nr_bytes: int) -> bytearray:
         if nr_bytes > self.limit + _CHUNK:
@@ -70,7 +72,7 @@ class _BoundedReader:
             return buffer
         self.expect_header = True
         if self.pdu_type == _P_DATA_TF and not self._count(buffer):
-            return self._abort("data set larger than node.max_object_bytes")
+            return self._abort("data set or command larger than allowed")
         return buffer
 
     def _count(self, body: bytearray) -> bool:
@@ -79,8 +81,15 @@ class _BoundedReader:
         while position + 6 <= len(body):
             (length,) = struct.unpack_from(">I", body, position)
             control = body[position + 5]
-            if not control & 0x01:  # data set, not command
-                self.data_set_bytes += max(0, length - 2)
+            fragment = max(0, length - 2)
+            if control & 0x01:  # command: a few hundred bytes in any real message
+                self.command_bytes += fragment
+                if self.command_bytes > _MAX_COMMAND_BYTES:
+                    return False
+                if control & 0x02:
+                    self.command_bytes = 0
+            else:
+                self.data_set_bytes += fragment
                 if self.data_set_bytes > self.limit:
                     return False
                 if control & 0x02:  # last fragment: the next data set starts from zero
@@ -94,5 +103,5 @@ class _BoundedReader:
             self.sock.close()
         except OSError:
             pass
-        self.data_set_bytes = 0
+        self.data_set_bytes = self.command_bytes = 0
         return bytearray()

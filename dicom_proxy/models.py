@@ -5,10 +5,18 @@ receive -> ReceivedObject -> deidentify -> DeidentifiedObject -> spool -> SpoolE
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from dicom_proxy.status import StoreStatus
+
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+
+
+def is_valid_uid(value: str) -> bool:
+    """PS3.5 9.1: digits and dots, no leading zeros in a component, at most 64 characters."""
+    return len(value) <= 64 and _UID.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,13 @@ class DeidentifiedObject:
     def encoded(self) -> bytes:
         """The whole file as one bytes object (copies: for tests and small outputs)."""
         return b"".join(self.parts)
+
+    def __post_init__(self) -> None:
+        # These name files and folders: only well-formed UIDs (PS3.5 9.1), so a kept original
+        # (retain_uids) can never be "../x" or carry anything but digits and dots.
+        for name in ("sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid"):
+            if not is_valid_uid(getattr(self, name)):
+                raise Refused(f"{name}: not a valid UID")
 
     @property
     def relative_path(self) -> Path:

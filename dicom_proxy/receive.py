@@ -53,8 +53,9 @@ class StorePipeline:
             # Disk trouble while spooling: the sender should try again later.
             audit.record("refused", status=int(StoreStatus.OUT_OF_RESOURCES), reason=f"spool write failed ({exc.strerror})")
             return StoreStatus.OUT_OF_RESOURCES
-        except Exception as exc:
-            log.exception("unexpected error while processing an object (%s)", type(exc).__name__)
+        except Exception as exc:  # fail closed on anything unexpected
+            # Type only: a traceback or message may quote a value of the object.
+            log.error("unexpected error while processing an object (%s)", type(exc).__name__)
             audit.record("refused", status=int(StoreStatus.PROCESSING_FAILURE), reason=type(exc).__name__)
             return StoreStatus.PROCESSING_FAILURE
         audit.record(

@@ -94,8 +94,12 @@ class Node:
 
     def start_forwarders(self) -> None:
         context = multiprocessing.get_context("fork")
+        # A restarted forwarder is forked while the SCP listens: it must not keep the port.
+        inherited = [self.server.socket.fileno()] if self.server is not None and self.server.socket else []
         process = context.Process(
-            target=_forward_main, args=(self.config, self.work_signal, os.getpid()), name="dicom-proxy-forward"
+            target=_forward_main,
+            args=(self.config, self.work_signal, os.getpid(), inherited),
+            name="dicom-proxy-forward",
         )
         process.start()
         self.forward_process = process
@@ -189,12 +193,17 @@ def serve(config: Config) -> int:
 _PR_SET_PDEATHSIG = 1
 
 
-def _forward_main(config: Config, work_signal: WorkSignal, parent_pid: int) -> None:
+def _forward_main(config: Config, work_signal: WorkSignal, parent_pid: int, inherited: list[int]) -> None:
     """Entry point of the forwarder process."""
-    # Die with the receiver (even after kill -9), so a restarted node never has two senders
-    # working on the same queue.
+    for fd in inherited:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    # Die at once with the receiver (even after kill -9), so a restarted node never has two
+    # senders working on the same queue. An object cut off mid-send is simply sent again.
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
     if os.getppid() != parent_pid:

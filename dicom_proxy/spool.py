@@ -202,7 +202,11 @@ class Spool:
         target = folder / entry.path.name
         reason_path = folder / (entry.path.name + REASON_SUFFIX)
         _write_small_file(reason_path, json.dumps({**reason, "time": time.time()}, indent=1) + "\n")
-        os.replace(entry.path, target)
+        try:
+            os.replace(entry.path, target)
+        except FileNotFoundError:
+            reason_path.unlink(missing_ok=True)  # already delivered or moved by someone else
+            return target
         _fsync_dir(folder)
         _fsync_dir(entry.path.parent)
         with self._lock:

@@ -219,3 +219,10 @@ def test_received_object_path() -> None:
     received = ReceivedObject(buffer.getvalue(), str(ds.file_meta.TransferSyntaxUID), str(ds.SOPClassUID), "SCU")
     result = engine().deidentify_received(received)
     assert result.sop_instance_uid == pseudonymous_uid(KEY, SOP_UID)
+
+
+def test_kept_uids_must_be_uids_so_file_names_stay_inside_their_folder() -> None:
+    ds = ct_dataset()
+    ds.StudyInstanceUID = "../../../escaped"
+    with pytest.raises(Refused, match="study_instance_uid: not a valid UID"):
+        engine("retain_uids").deidentify(ds)

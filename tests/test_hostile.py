@@ -203,6 +203,6 @@ def test_data_set_over_the_size_limit_aborts_and_the_next_is_served(tmp_path: Pa
     with Proxy(config, tmp_path) as proxy:
         refused = storescu(proxy.port, large)
         assert refused.statuses == [] and refused.returncode != 0, refused.output
-        assert "max_object_bytes" in proxy.log()
+        assert "association aborted: data set or command larger than allowed" in proxy.log()
         assert storescu(proxy.port, small).statuses == ["Success"]
         assert wait_until(lambda: len(list((tmp_path / "out").rglob("*.dcm"))) == 1, 30)

@@ -259,3 +259,54 @@ def test_sighup_reloads_policy_and_rejects_a_bad_one(tmp_path: Path) -> None:
         assert storescu(proxy.port, corpus).statuses == ["Success"]
         assert wait_until(lambda: delivered_uids() == {original_uid}, 30)
         assert proxy.terminate() == 0
+
+
+def test_big_endian_object_converted_for_a_little_endian_only_destination(tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    big_endian = get_testdata_file("MR_small_bigendian.dcm")
+    assert big_endian is not None
+    archive_port = free_port()
+    with ScriptedSCP(archive_port, transfer_syntaxes=[ImplicitVRLittleEndian]) as archive, _proxy(
+        tmp_path, [dicom_destination("research", archive_port)]
+    ) as proxy:
+        assert pynetdicom_send_files(proxy.port, [Path(big_endian)]) == [0x0000]
+        assert wait_until(lambda: len(archive.stored) == 1, 30), proxy.log()
+    received = archive.stored[0]
+    assert received.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    assert (received.pixel_array == dcmread(big_endian).pixel_array).all()
+
+
+def test_a_failing_entry_does_not_stop_its_forwarder(tmp_path: Path) -> None:
+    import threading
+
+    from dicom_proxy.config import DestinationConfig, NodeConfig, SpoolConfig
+    from dicom_proxy.forward import Forwarder, Outcome, Result, Sender
+    from dicom_proxy.models import DeidentifiedObject
+    from dicom_proxy.spool import Spool
+
+    class Flaky(Sender):
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def send(self, entry):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            if self.calls == 1:
+                raise OSError("disk trouble while quarantining")
+            return Outcome(Result.DELIVERED)
+
+    spool = Spool(SpoolConfig(directory=tmp_path / "spool", min_free_bytes=0), ["d"])
+    spool.open()
+    uid = "2.25.1"
+    spool.store(DeidentifiedObject(uid, uid, uid, uid, "1.2.840.10008.1.2.1", (b"x" * 10,)))
+    destination = DestinationConfig(name="d", type="folder", path=tmp_path / "out",
+                                    retry_initial_delay=0.05, retry_max_delay=0.1)
+    forwarder = Forwarder(destination, NodeConfig(), spool)
+    forwarder.sender = Flaky()
+    forwarder.start()
+    try:
+        assert wait_until(lambda: not spool.pending("d"), 10)
+        assert forwarder.is_alive() and isinstance(forwarder, threading.Thread)
+    finally:
+        forwarder.stop()
+        forwarder.join(5)

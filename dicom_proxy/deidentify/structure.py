@@ -19,6 +19,10 @@ SEQUENCE_DELIMITER = (0xFFFE, 0xE0DD)
 PIXEL_DATA = (0x7FE0, 0x0010)
 # PS3.5 Table 7.1-1: explicit VRs with a 2-byte reserved field and a 4-byte length.
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_ALL_VRS = _LONG_VRS | {
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
+    b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+}
 # Real objects nest a few levels (SR content trees rarely exceed 20).
 MAX_SEQUENCE_DEPTH = 48
 
@@ -137,7 +141,7 @@ def check_structure(data: bytes, implicit_vr: bool, little_endian: bool) -> Pixe
     Like pydicom's reader, accept a data set declared explicit VR that is in fact implicit
     (a common sender bug): pydicom then reads it as implicit, and we re-encode it correctly.
     """
-    if not implicit_vr and len(data) >= 6 and not data[4:6].isalpha():
+    if not implicit_vr and len(data) >= 6 and bytes(data[4:6]) not in _ALL_VRS:
         implicit_vr = True
     walker = _Walker(data, implicit_vr, little_endian)
     walker.dataset(0, len(data), 0, delimited=False)

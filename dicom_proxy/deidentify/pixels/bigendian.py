@@ -26,18 +26,20 @@ class BigEndianCodec:
 
     def mask(self, dataset: Dataset, plan: MaskPlan) -> None:
         EncapsulatedCodec(self.syntaxes).mask(dataset, plan)  # -> Explicit VR Little Endian
-        _to_little_endian(dataset)
+        to_little_endian(dataset)
 
 
 CODEC = BigEndianCodec()
 
 
-def _to_little_endian(dataset: Dataset) -> None:
+def to_little_endian(dataset: Dataset, *, pixel_data: bool = False) -> None:
+    """Byte-swap the binary word values (OW, OF, OD, OL, OV) of a big endian data set so it
+    can be written little endian (PS3.5 7.3); Pixel Data too when `pixel_data`."""
     for element in list(dataset):  # iterating converts raw elements with the original order
         if element.VR == "SQ":
             for item in element.value:
-                _to_little_endian(item)
-        elif element.tag != _PIXEL_DATA and element.VR in _WORD_SIZE and element.value:
+                to_little_endian(item, pixel_data=pixel_data)
+        elif (pixel_data or element.tag != _PIXEL_DATA) and element.VR in _WORD_SIZE and element.value:
             element.value = _swap(element.value, _WORD_SIZE[element.VR])
     dataset.set_original_encoding(False, True, dataset.original_character_set)
 
