@@ -126,17 +126,22 @@ class Config:
     source: Path | None = None
 
 
-def load_config(path: Path) -> Config:
-    """Read and validate a TOML configuration file; raise ConfigError on any problem."""
+def read_toml(path: Path, label: str | None = None) -> dict[str, Any]:
+    """Parse a TOML file (configuration, pixel rules, overrides); ConfigError names the file."""
+    label = label or str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from exc
+        raise ConfigError([f"{label}: cannot read ({exc.strerror})"]) from None
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: not valid TOML ({exc})"]) from exc
-    config = parse_config(raw)
+        raise ConfigError([f"{label}: not valid TOML ({exc})"]) from None
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a TOML configuration file; raise ConfigError on any problem."""
+    config = parse_config(read_toml(path))
     return Config(
         node=config.node,
         destinations=config.destinations,

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
-from dicom_proxy.config import ConfigError
+from dicom_proxy.config import ConfigError, read_toml
 from dicom_proxy.policy.actions import Action, parse_action
 from dicom_proxy.policy.model import Policy, PrivateKey, Rule
 
@@ -36,12 +35,7 @@ _PRIVATE_TAG = re.compile(r"^\(?([0-9A-Fa-f]{4}),\s*[xX]{2}([0-9A-Fa-f]{2})\)?$"
 def apply_overrides(policy: Policy, path: Path) -> Policy:
     """Return `policy` with the overrides of `path` applied; raise ConfigError on any problem."""
     prefix = f"deidentify.overrides_file ({path})"
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError([f"{prefix}: cannot read ({exc.strerror})"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{prefix}: not valid TOML ({exc})"]) from None
+    raw = read_toml(path, prefix)
     problems: list[str] = []
     for key in sorted(set(raw) - {"allow_weaker", "attributes", "private"}):
         problems.append(f"{prefix}: {key}: unknown key")

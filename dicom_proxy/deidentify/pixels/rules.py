@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from dicom_proxy.config import ConfigError
+from dicom_proxy.config import ConfigError, read_toml
 
 
 class MatchField(Enum):
@@ -144,14 +143,7 @@ _RECT_KEYS = {"x", "y", "width", "height", "units"}
 
 def load_rules(path: Path) -> RuleSet:
     """Read and compile a rules file; raise ConfigError naming the file and key path."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read pixel rules ({exc.strerror})"]) from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: not valid TOML ({exc})"]) from None
+    raw = read_toml(path, f"{path} (pixel rules)")
     problems: list[str] = []
     rules = parse_rules(raw, problems)
     if problems:
