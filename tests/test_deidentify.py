@@ -226,3 +226,10 @@ def test_kept_uids_must_be_uids_so_file_names_stay_inside_their_folder() -> None
     ds.StudyInstanceUID = "../../../escaped"
     with pytest.raises(Refused, match="study_instance_uid: not a valid UID"):
         engine("retain_uids").deidentify(ds)
+
+
+def test_missing_identity_uids_are_refused_by_name() -> None:
+    ds = ct_dataset()
+    del ds.StudyInstanceUID
+    with pytest.raises(Refused, match="^StudyInstanceUID missing$"):
+        engine().deidentify(ds)

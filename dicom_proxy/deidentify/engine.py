@@ -65,7 +65,7 @@ class Engine:
 
     def _run(self, dataset: Dataset) -> DeidentifiedObject:
         for keyword in _REQUIRED:
-            element = dataset.data_element(keyword)
+            element = dataset.data_element(keyword) if keyword in dataset else None
             if element is None or not str(element.value):
                 raise Refused(f"{keyword} missing")
         context = make_plan(dataset, self.policy, self._key)
