@@ -26,6 +26,7 @@ from pynetdicom.association import Association
 
 from dicom_proxy import audit
 from dicom_proxy.config import Config, DestinationConfig, NodeConfig
+from dicom_proxy.deidentify.pixels import CODEC_LOCK
 from dicom_proxy.deidentify.pixels.bigendian import to_little_endian
 from dicom_proxy.models import SpoolEntry, is_valid_uid
 from dicom_proxy.spool import Spool, _fsync_dir
@@ -175,7 +176,8 @@ class DicomSender(Sender):
         source = UID(dataset.file_meta.TransferSyntaxUID)
         if source.is_compressed:
             # Never make a new SOP Instance UID here: the pseudonym mapping must stay stable.
-            dataset.decompress(generate_instance_uid=False)
+            with CODEC_LOCK:
+                dataset.decompress(generate_instance_uid=False)
         elif not source.is_little_endian:
             # pydicom re-encodes numbers, but word values (OW...) are bytes: swap them.
             to_little_endian(dataset, pixel_data=True)

@@ -15,6 +15,7 @@ match on the original header. Flow for one object:
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from enum import Enum
 
@@ -33,6 +34,9 @@ __all__ = ["PixelCleaner", "PixelOutcome", "Risk"]
 
 # Elements that carry image content (PS3.3 C.7.6.3, C.7.6.24, A.45.1.4).
 _PIXEL_DATA = "PixelData"
+# One decode/mask/encode at a time in this process: the C codec libraries (libjpeg, openjpeg,
+# CharLS, RLE) are not all documented as thread-safe, and a crash would take the node down.
+CODEC_LOCK = threading.Lock()
 _CONTENT_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData", "EncapsulatedDocument")
 _ICON_IMAGE_SEQUENCE = 0x00880200
 _OVERLAY_GROUPS = range(0x6000, 0x6020, 2)  # repeating group 60xx (PS3.3 C.9.2)
@@ -138,7 +142,8 @@ class PixelCleaner:
             self.config.allow_lossy_recompression,
             clear_unused_bits=_has_embedded_overlay(dataset),
         )
-        codec.mask(dataset, plan)
+        with CODEC_LOCK:
+            codec.mask(dataset, plan)
         dataset.BurnedInAnnotation = "NO"
         _remove_icon_and_overlays(dataset)
         return PixelOutcome(
