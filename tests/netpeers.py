@@ -203,6 +203,26 @@ class StoreSCP:
     def files(self) -> list[Path]:
         return sorted(p for p in self.directory.iterdir() if p.is_file())
 
+    def complete_files(self, count: int, timeout: float = 60) -> list[Path]:
+        """Wait until `count` objects are fully written: storescp writes files in place, so a
+        file can be listed while its end is still arriving."""
+        from dicom_proxy.deidentify.codec import read_file
+        from dicom_proxy.models import Refused
+
+        def complete() -> bool:
+            files = self.files()
+            if len(files) < count:
+                return False
+            try:
+                for path in files:
+                    read_file(path)  # structural check: a partial file is refused
+            except Refused:
+                return False
+            return True
+
+        assert wait_until(complete, timeout, interval=0.1), f"archive holds {len(self.files())}/{count}"
+        return self.files()
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()

@@ -31,8 +31,7 @@ def _proxy(tmp_path: Path, destinations: list[dict[str, object]], **overrides: o
 
 
 def _received(scp: StoreSCP, count: int, timeout: float = 60) -> list[Path]:
-    assert wait_until(lambda: len(scp.files()) >= count, timeout), f"archive holds {len(scp.files())}/{count}"
-    return scp.files()
+    return scp.complete_files(count, timeout)
 
 
 def test_corpus_arrives_complete_deidentified_and_consistent(tmp_path: Path) -> None:

@@ -27,7 +27,6 @@ from tests.netpeers import (
     dicom_destination,
     free_port,
     require_tool,
-    wait_until,
     write_config,
 )
 
@@ -89,8 +88,7 @@ def test_compressed_us_object_is_masked_end_to_end(tmp_path: Path) -> None:
         statuses, output = store_j2k(proxy.port, sent_file)
         assert statuses == ["Success"], output
         assert "-> Little Endian" not in output  # sent as JPEG 2000, not decompressed
-        assert wait_until(lambda: len(scp.files()) == 1, 60), proxy.log()
-        received = dcmread(scp.files()[0])
+        received = dcmread(scp.complete_files(1, 60)[0])
 
     assert received.file_meta.TransferSyntaxUID == JPEG2000Lossless
     assert received.BurnedInAnnotation == "NO"
