@@ -8,6 +8,7 @@ directory of the process (systemd: ``WorkingDirectory=``).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -141,15 +142,7 @@ def read_toml(path: Path, label: str | None = None) -> dict[str, Any]:
 
 def load_config(path: Path) -> Config:
     """Read and validate a TOML configuration file; raise ConfigError on any problem."""
-    config = parse_config(read_toml(path))
-    return Config(
-        node=config.node,
-        destinations=config.destinations,
-        deidentify=config.deidentify,
-        spool=config.spool,
-        logging=config.logging,
-        source=path,
-    )
+    return dataclasses.replace(parse_config(read_toml(path)), source=path)
 
 
 def parse_config(raw: dict[str, Any]) -> Config:

@@ -31,10 +31,6 @@ class StoreStatus(IntEnum):
     PROCESSING_FAILURE = 0x0110
     SOP_CLASS_NOT_SUPPORTED = 0x0122
 
-    @property
-    def is_success(self) -> bool:
-        return self == StoreStatus.SUCCESS
-
 
 def is_success(status: int) -> bool:
     """True for Success (0x0000) and Warning statuses (0xB000-0xBFFF, 0x0001, 0x0107, 0x0116).
