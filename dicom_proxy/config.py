@@ -13,20 +13,16 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-OPTION_NAMES: tuple[str, ...] = (
-    "retain_safe_private",
-    "retain_uids",
-    "retain_device_identity",
-    "retain_institution_identity",
-    "retain_patient_characteristics",
-    "retain_longitudinal_full_dates",
-    "retain_longitudinal_modified_dates",
-    "clean_descriptors",
-    "clean_structured_content",
-    "clean_graphics",
-)
+from dicom_proxy.policy.options import Option
+
+if TYPE_CHECKING:
+    from dicom_proxy.deidentify.pixels.rules import RuleSet
+    from dicom_proxy.policy import Policy
+
+# The option names of `[deidentify] options`: the values of `Option` (PS3.15 E.3).
+OPTION_NAMES: tuple[str, ...] = tuple(option.value for option in Option)
 
 # PS3.5 6.2: AE titles are 1-16 characters of the default repertoire, no backslash or controls.
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
@@ -55,20 +51,36 @@ class NodeConfig:
 
 
 @dataclass(frozen=True)
-class DestinationConfig:
+class DicomDestination:
+    """A storage SCP (PS3.4 Annex B) the forwarder sends to as an SCU."""
+
     name: str
-    type: Literal["dicom", "folder"] = "dicom"
-    ae_title: str = ""
-    host: str = ""
-    port: int = 0
+    ae_title: str
+    host: str
+    port: int
     calling_ae_title: str = ""  # empty: the node's ae_title
-    path: Path | None = None
     retry_initial_delay: float = 1.0
     retry_max_delay: float = 60.0
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0
     network_timeout: float = 60.0
     maximum_pdu_size: int = 0
+    type: Literal["dicom"] = "dicom"
+
+
+@dataclass(frozen=True)
+class FolderDestination:
+    """A folder the forwarder writes `<Study>/<Series>/<SOP>.dcm` files into."""
+
+    name: str
+    path: Path
+    retry_initial_delay: float = 1.0
+    retry_max_delay: float = 60.0
+    type: Literal["folder"] = "folder"
+
+
+# `[[destinations]]`: the `type` key chooses the class.
+DestinationConfig = DicomDestination | FolderDestination
 
 
 @dataclass(frozen=True)
@@ -91,17 +103,21 @@ class PixelConfig:
     # it with its pixel data removed.
     on_uncleaned: Literal["refuse", "remove_pixels"] = "refuse"
     allow_lossy_recompression: bool = False
+    # The compiled rules_file; load_config reads it (None: not read yet, PixelCleaner reads it).
+    rules: RuleSet | None = None
 
 
 @dataclass(frozen=True)
 class DeidentifyConfig:
     secret_key_file: Path = Path("var/secret.key")
-    options: tuple[str, ...] = ()
+    options: tuple[Option, ...] = ()
     overrides_file: Path | None = None
     # Attributes that Table E.1-1 does not list: "remove" those that can carry text
     # (default) or "keep" them all (only for sites that vetted their data).
     unlisted_attributes: Literal["remove", "keep"] = "remove"
     pixels: PixelConfig = field(default_factory=PixelConfig)
+    # Table E.1-1 + options + overrides_file, compiled by load_config (None: the Engine compiles).
+    policy: Policy | None = None
 
 
 @dataclass(frozen=True)
@@ -141,8 +157,38 @@ def read_toml(path: Path, label: str | None = None) -> dict[str, Any]:
 
 
 def load_config(path: Path) -> Config:
-    """Read and validate a TOML configuration file; raise ConfigError on any problem."""
-    return dataclasses.replace(parse_config(read_toml(path)), source=path)
+    """Read and validate a TOML configuration file and the files it names (overrides, pixel
+    rules); raise ConfigError listing every problem."""
+    config = parse_config(read_toml(path))
+    problems: list[str] = []
+    deidentify = load_deidentify_files(config.deidentify, "deidentify", problems)
+    if problems:
+        raise ConfigError(problems)
+    return dataclasses.replace(config, deidentify=deidentify, source=path)
+
+
+def load_deidentify_files(config: DeidentifyConfig, key: str, problems: list[str]) -> DeidentifyConfig:
+    """Compile the policy (options + overrides file) and the pixel rules of `config` once;
+    append one message per problem, prefixed with the key path, to `problems`."""
+    from dicom_proxy.deidentify.pixels.rules import load_rules
+    from dicom_proxy.policy import compile_policy
+
+    policy = None
+    try:
+        policy = compile_policy(
+            [option.value for option in config.options], config.overrides_file, config.unlisted_attributes
+        )
+    except ConfigError as exc:
+        # Overrides problems name "deidentify.overrides_file"; a profile has its own key path.
+        problems += [p.replace("deidentify.overrides_file", f"{key}.overrides_file", 1) for p in exc.problems]
+    rules = None
+    if config.pixels.rules_file is not None:
+        try:
+            rules = load_rules(config.pixels.rules_file)
+        except ConfigError as exc:
+            problems += [f"{key}.pixels.rules_file: {p}" for p in exc.problems]
+    pixels = dataclasses.replace(config.pixels, rules=rules)
+    return dataclasses.replace(config, policy=policy, pixels=pixels)
 
 
 def parse_config(raw: dict[str, Any]) -> Config:
@@ -298,7 +344,7 @@ def _parse_destinations(r: _Reader, value: Any) -> tuple[DestinationConfig, ...]
 
 
 def _parse_destination(r: _Reader, key: str, t: dict[str, Any]) -> DestinationConfig:
-    d = DestinationConfig(name="")
+    d = DicomDestination(name="", ae_title="", host="", port=0)
     kind = r.choice(f"{key}.type", t, "type", "dicom", ("dicom", "folder"))
     common = {"name", "type", "retry_initial_delay", "retry_max_delay"}
     if kind == "folder":
@@ -318,8 +364,8 @@ def _parse_destination(r: _Reader, key: str, t: dict[str, Any]) -> DestinationCo
         path = r.path(f"{key}.path", t, "path", None)
         if path is None and "path" not in t:
             r.fail(f"{key}.path", "required for a folder destination")
-        return DestinationConfig(
-            name=name, type="folder", path=path, retry_initial_delay=initial, retry_max_delay=maximum
+        return FolderDestination(
+            name=name, path=path or Path("."), retry_initial_delay=initial, retry_max_delay=maximum
         )
     ae_title = r.ae_title(f"{key}.ae_title", t, "ae_title", "")
     if not ae_title:
@@ -329,9 +375,8 @@ def _parse_destination(r: _Reader, key: str, t: dict[str, Any]) -> DestinationCo
         r.fail(f"{key}.host", "required for a dicom destination")
     if "port" not in t:
         r.fail(f"{key}.port", "required for a dicom destination")
-    return DestinationConfig(
+    return DicomDestination(
         name=name,
-        type="dicom",
         ae_title=ae_title,
         host=host,
         port=r.integer(f"{key}.port", t, "port", 104, 1, 65535),
@@ -347,54 +392,56 @@ def _parse_destination(r: _Reader, key: str, t: dict[str, Any]) -> DestinationCo
     )
 
 
-def _parse_deidentify(r: _Reader, t: dict[str, Any]) -> DeidentifyConfig:
+def _parse_deidentify(r: _Reader, t: dict[str, Any], key: str = "deidentify") -> DeidentifyConfig:
+    """`[deidentify]` (and, with another `key`, the same keys of a profile)."""
     d = DeidentifyConfig()
     r.unknown_keys(
-        "deidentify.", t, {"secret_key_file", "options", "overrides_file", "unlisted_attributes", "pixels"}
+        f"{key}.", t, {"secret_key_file", "options", "overrides_file", "unlisted_attributes", "pixels"}
     )
-    options = r.strings("deidentify.options", t, "options", ())
-    for i, option in enumerate(options):
-        if option not in OPTION_NAMES:
-            r.fail(f"deidentify.options[{i}]", f"unknown option {option!r}; known: {', '.join(OPTION_NAMES)}")
-    if {"retain_longitudinal_full_dates", "retain_longitudinal_modified_dates"} <= set(options):
+    names = r.strings(f"{key}.options", t, "options", ())
+    options: list[Option] = []
+    for i, name in enumerate(names):
+        if name not in OPTION_NAMES:
+            r.fail(f"{key}.options[{i}]", f"unknown option {name!r}; known: {', '.join(OPTION_NAMES)}")
+        else:
+            options.append(Option(name))
+    if {Option.RETAIN_LONGITUDINAL_FULL_DATES, Option.RETAIN_LONGITUDINAL_MODIFIED_DATES} <= set(options):
         r.fail(
-            "deidentify.options",
+            f"{key}.options",
             "retain_longitudinal_full_dates and retain_longitudinal_modified_dates exclude each other",
         )
-    secret = r.path("deidentify.secret_key_file", t, "secret_key_file", d.secret_key_file)
+    secret = r.path(f"{key}.secret_key_file", t, "secret_key_file", d.secret_key_file)
     unlisted = r.choice(
-        "deidentify.unlisted_attributes", t, "unlisted_attributes", d.unlisted_attributes, ("remove", "keep")
+        f"{key}.unlisted_attributes", t, "unlisted_attributes", d.unlisted_attributes, ("remove", "keep")
     )
     return DeidentifyConfig(
         secret_key_file=secret or d.secret_key_file,
         options=tuple(dict.fromkeys(options)),
-        overrides_file=r.path("deidentify.overrides_file", t, "overrides_file", None),
+        overrides_file=r.path(f"{key}.overrides_file", t, "overrides_file", None),
         unlisted_attributes=unlisted,  # type: ignore[arg-type]
-        pixels=_parse_pixels(r, r.table("deidentify.pixels", t.get("pixels", {}))),
+        pixels=_parse_pixels(r, r.table(f"{key}.pixels", t.get("pixels", {})), f"{key}.pixels"),
     )
 
 
-def _parse_pixels(r: _Reader, t: dict[str, Any]) -> PixelConfig:
+def _parse_pixels(r: _Reader, t: dict[str, Any], key: str = "deidentify.pixels") -> PixelConfig:
     d = PixelConfig()
     r.unknown_keys(
-        "deidentify.pixels.",
+        f"{key}.",
         t,
         {"rules_file", "high_risk_modalities", "high_risk_sop_classes", "on_uncleaned", "allow_lossy_recompression"},
     )
-    on_uncleaned = r.choice(
-        "deidentify.pixels.on_uncleaned", t, "on_uncleaned", d.on_uncleaned, ("refuse", "remove_pixels")
-    )
+    on_uncleaned = r.choice(f"{key}.on_uncleaned", t, "on_uncleaned", d.on_uncleaned, ("refuse", "remove_pixels"))
     return PixelConfig(
-        rules_file=r.path("deidentify.pixels.rules_file", t, "rules_file", None),
+        rules_file=r.path(f"{key}.rules_file", t, "rules_file", None),
         high_risk_modalities=r.strings(
-            "deidentify.pixels.high_risk_modalities", t, "high_risk_modalities", d.high_risk_modalities
+            f"{key}.high_risk_modalities", t, "high_risk_modalities", d.high_risk_modalities
         ),
         high_risk_sop_classes=r.strings(
-            "deidentify.pixels.high_risk_sop_classes", t, "high_risk_sop_classes", d.high_risk_sop_classes
+            f"{key}.high_risk_sop_classes", t, "high_risk_sop_classes", d.high_risk_sop_classes
         ),
         on_uncleaned=on_uncleaned,  # type: ignore[arg-type]
         allow_lossy_recompression=r.boolean(
-            "deidentify.pixels.allow_lossy_recompression", t, "allow_lossy_recompression", False
+            f"{key}.allow_lossy_recompression", t, "allow_lossy_recompression", False
         ),
     )
 

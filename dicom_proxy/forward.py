@@ -25,7 +25,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 
 from dicom_proxy import audit
-from dicom_proxy.config import Config, DestinationConfig, NodeConfig
+from dicom_proxy.config import Config, DestinationConfig, DicomDestination, FolderDestination, NodeConfig
 from dicom_proxy.deidentify.pixels import CODEC_LOCK
 from dicom_proxy.deidentify.pixels.bigendian import to_little_endian
 from dicom_proxy.models import SpoolEntry, is_valid_uid
@@ -69,8 +69,7 @@ class Sender:
 class FolderSender(Sender):
     """Writes `<path>/<Study>/<Series>/<SOP>.dcm` (temp file, fsync, rename)."""
 
-    def __init__(self, destination: DestinationConfig) -> None:
-        assert destination.path is not None
+    def __init__(self, destination: FolderDestination) -> None:
         self.root = destination.path
 
     def send(self, entry: SpoolEntry) -> Outcome:
@@ -116,7 +115,7 @@ def _make_dirs_durable(folder: Path) -> None:
 class DicomSender(Sender):
     """A storage SCU that keeps its association open across objects (PS3.4 Annex B)."""
 
-    def __init__(self, destination: DestinationConfig, node: NodeConfig) -> None:
+    def __init__(self, destination: DicomDestination, node: NodeConfig) -> None:
         self.destination = destination
         self.ae = AE(ae_title=destination.calling_ae_title or node.ae_title)
         self.ae.acse_timeout = destination.acse_timeout
@@ -238,7 +237,7 @@ class DicomSender(Sender):
 
 
 def make_sender(destination: DestinationConfig, node: NodeConfig) -> Sender:
-    if destination.type == "folder":
+    if isinstance(destination, FolderDestination):
         return FolderSender(destination)
     return DicomSender(destination, node)
 
@@ -382,4 +381,5 @@ def run_forwarders(config: Config, spool: Spool, signal_: WorkSignal, stopped: t
     for forwarder in forwarders:
         forwarder.stop()
     for forwarder in forwarders:
-        forwarder.join(timeout=forwarder.destination.dimse_timeout + 5)
+        destination = forwarder.destination
+        forwarder.join(timeout=(destination.dimse_timeout if isinstance(destination, DicomDestination) else 0) + 5)

@@ -154,7 +154,8 @@ class Node:
         process = self.forward_process
         if process is not None and process.is_alive():
             os.kill(process.pid, signal.SIGTERM)  # type: ignore[arg-type]
-            process.join(timeout=drain_seconds + max(d.dimse_timeout for d in self.config.destinations))
+            dimse_timeout = max((d.dimse_timeout for d in self.config.destinations if d.type == "dicom"), default=0.0)
+            process.join(timeout=drain_seconds + dimse_timeout)
             if process.is_alive():
                 process.kill()
                 process.join()

@@ -12,6 +12,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from dicom_proxy.config import DeidentifyConfig, PixelConfig
 from dicom_proxy.deidentify import Engine
+from dicom_proxy.policy import Option
 
 KEY = b"test-key-0123456789abcdef0123456"
 OTHER_KEY = b"another-key-0123456789abcdef0123"
@@ -28,7 +29,8 @@ SOP_UID = "1.2.826.0.1.3680043.9.7777.1.3"
 def header_config(*options: str, **kwargs: object) -> DeidentifyConfig:
     """A config whose pixel stage accepts every modality (tests the header engine)."""
     pixels = PixelConfig(high_risk_modalities=(), high_risk_sop_classes=())
-    return DeidentifyConfig(options=tuple(options), pixels=pixels, **kwargs)  # type: ignore[arg-type]
+    chosen = tuple(Option(name) for name in options)
+    return DeidentifyConfig(options=chosen, pixels=pixels, **kwargs)  # type: ignore[arg-type]
 
 
 def engine(*options: str, key: bytes = KEY, **kwargs: object) -> Engine:

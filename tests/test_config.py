@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from dicom_proxy.config import ConfigError, load_config, parse_config
+from dicom_proxy.config import (
+    ConfigError,
+    DicomDestination,
+    FolderDestination,
+    load_config,
+    parse_config,
+)
+from dicom_proxy.policy import Option
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,7 +40,11 @@ def test_shipped_config_is_valid_and_uses_a_folder_destination() -> None:
     assert [d.type for d in config.destinations] == ["folder"]
     assert config.destinations[0].path == Path("var/archive")
     assert config.deidentify.secret_key_file == Path("var/secret.key")
-    assert "retain_longitudinal_modified_dates" in config.deidentify.options
+    assert Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in config.deidentify.options
+    # load_config compiled the policy and read the pixel rules once.
+    assert config.deidentify.policy is not None
+    assert config.deidentify.policy.options == config.deidentify.options
+    assert config.deidentify.pixels.rules is not None and config.deidentify.pixels.rules.rules
 
 
 def test_defaults_fill_in_missing_keys() -> None:
@@ -112,3 +123,58 @@ def test_unreadable_and_invalid_toml_are_config_errors(tmp_path: Path) -> None:
     broken.write_text("[node\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(broken)
+
+
+def test_options_are_enum_members_and_destinations_typed_by_kind() -> None:
+    raw = _valid(deidentify={"options": ["clean_descriptors", "retain_uids", "clean_descriptors"]})
+    raw["destinations"] = [
+        {"name": "research", "ae_title": "RESEARCH", "host": "127.0.0.1", "port": 11113},
+        {"name": "copy", "type": "folder", "path": "out"},
+    ]
+    config = parse_config(raw)
+    assert config.deidentify.options == (Option.CLEAN_DESCRIPTORS, Option.RETAIN_UIDS)
+    dicom, folder = config.destinations
+    assert isinstance(dicom, DicomDestination) and dicom.port == 11113
+    assert isinstance(folder, FolderDestination) and folder.path == Path("out")
+    problems = _problems(_valid(destinations=[{"name": "x", "type": "folder", "path": "p", "port": 104}]))
+    assert problems == ["destinations[0].port: unknown key"]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_load_config_reads_rules_and_overrides_and_reports_every_problem(tmp_path: Path) -> None:
+    """A broken pixel rules or overrides file is a configuration error (check-config fails)."""
+    rules = _write(tmp_path / "rules.toml", '[[rules]]\nname = ""\nmatch = { Colour = "red" }\n')
+    overrides = _write(tmp_path / "overrides.toml", '[attributes]\nPatientName = "K"\nNotAKeyword = "X"\n')
+    config = _write(
+        tmp_path / "c.toml",
+        f"""
+[node]
+port = 0
+[[destinations]]
+name = "out"
+type = "folder"
+path = "{tmp_path / 'out'}"
+[deidentify]
+overrides_file = "{overrides}"
+[deidentify.pixels]
+rules_file = "{rules}"
+""",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    problems = info.value.problems
+    assert any(p.startswith("deidentify.overrides_file (") and "PatientName" in p for p in problems)
+    assert any(p.startswith("deidentify.overrides_file (") and "NotAKeyword" in p for p in problems)
+    assert any(p.startswith("deidentify.pixels.rules_file: ") and "rules[0].name" in p for p in problems)
+    assert any(p.startswith("deidentify.pixels.rules_file: ") and "rules[0].match.Colour" in p for p in problems)
+    result = subprocess.run(
+        [sys.executable, "-m", "dicom_proxy", "check-config", "--config", str(config)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "config error: deidentify.pixels.rules_file: " in result.stderr
+    assert "config error: deidentify.overrides_file (" in result.stderr

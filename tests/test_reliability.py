@@ -280,7 +280,7 @@ def test_big_endian_object_converted_for_a_little_endian_only_destination(tmp_pa
 def test_a_failing_entry_does_not_stop_its_forwarder(tmp_path: Path) -> None:
     import threading
 
-    from dicom_proxy.config import DestinationConfig, NodeConfig, SpoolConfig
+    from dicom_proxy.config import FolderDestination, NodeConfig, SpoolConfig
     from dicom_proxy.forward import Forwarder, Outcome, Result, Sender
     from dicom_proxy.models import DeidentifiedObject
     from dicom_proxy.spool import Spool
@@ -299,8 +299,7 @@ def test_a_failing_entry_does_not_stop_its_forwarder(tmp_path: Path) -> None:
     spool.open()
     uid = "2.25.1"
     spool.store(DeidentifiedObject(uid, uid, uid, uid, "1.2.840.10008.1.2.1", (b"x" * 10,)))
-    destination = DestinationConfig(name="d", type="folder", path=tmp_path / "out",
-                                    retry_initial_delay=0.05, retry_max_delay=0.1)
+    destination = FolderDestination(name="d", path=tmp_path / "out", retry_initial_delay=0.05, retry_max_delay=0.1)
     forwarder = Forwarder(destination, NodeConfig(), spool)
     forwarder.sender = Flaky()
     forwarder.start()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from dicom_proxy.config import ConfigError, DeidentifyConfig
+from dicom_proxy.config import DeidentifyConfig
 from dicom_proxy.deidentify import codec
 from dicom_proxy.deidentify.pixels import PixelCleaner
 from dicom_proxy.deidentify.plan import make_plan
@@ -35,10 +35,12 @@ class Engine:
     def __init__(self, config: DeidentifyConfig, key: bytes) -> None:
         self.config = config
         self._key = key
-        try:
-            self.policy: Policy = compile_policy(config.options, config.overrides_file, config.unlisted_attributes)
-        except ValueError as exc:
-            raise ConfigError([f"deidentify.options: {exc}"]) from None
+        # load_config compiled the policy once; a hand-built config (tests, library use) not yet.
+        if config.policy is not None:
+            self.policy: Policy = config.policy
+        else:
+            names = [option.value for option in config.options]
+            self.policy = compile_policy(names, config.overrides_file, config.unlisted_attributes)
         self._pixels = PixelCleaner(config.pixels)
 
     def deidentify_received(self, received: ReceivedObject) -> DeidentifiedObject:

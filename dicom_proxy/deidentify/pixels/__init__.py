@@ -72,9 +72,11 @@ class PixelCleaner:
 
     def __init__(self, config: PixelConfig) -> None:
         self.config = config
-        self.rule_set = (
-            load_rules(config.rules_file) if config.rules_file is not None else RuleSet()
-        )
+        # load_config read the rules file once; a hand-built config (tests) has not yet.
+        if config.rules is not None:
+            self.rule_set = config.rules
+        else:
+            self.rule_set = load_rules(config.rules_file) if config.rules_file is not None else RuleSet()
         self._modalities = frozenset(m.strip() for m in config.high_risk_modalities)
         self._sop_classes = frozenset(u.strip() for u in config.high_risk_sop_classes)
 
