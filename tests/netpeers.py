@@ -311,3 +311,79 @@ def pynetdicom_send_files(port: int, paths: Iterable[Path], called: str = "DEID_
 
 def pynetdicom_send_file(port: int, path: Path, called: str = "DEID_PROXY") -> int | None:
     return pynetdicom_send_files(port, [path], called)[0]
+
+
+def haproxy_binary() -> str:
+    """HAProxy (Debian package haproxy, installed by scripts/test) lives in /usr/sbin."""
+    path = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
+    assert path, "haproxy not found: install Debian package haproxy (scripts/test does)"
+    return path
+
+
+@dataclass
+class HAProxy:
+    """HAProxy in TCP mode on loopback, round robin over `backends` (ports), with a generated
+    config and a free port. `check_lines` (e.g. dicom_proxy.balancer.haproxy_echo_check) are
+    the backend's health check; without them every backend is simply used."""
+
+    workdir: Path
+    backends: list[int]
+    check_lines: list[str] = field(default_factory=list)
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    def config(self) -> str:
+        check = " check inter 500ms fall 1 rise 1" if self.check_lines else ""
+        lines = [
+            "global",
+            "    maxconn 256",
+            "defaults",
+            "    mode tcp",
+            "    timeout connect 5s",
+            "    timeout client 300s",
+            "    timeout server 300s",
+            "    timeout check 5s",
+            "frontend dicom",
+            f"    bind 127.0.0.1:{self.port}",
+            "    default_backend nodes",
+            "backend nodes",
+            "    balance roundrobin",
+            *("    " + line for line in self.check_lines),
+            *(f"    server node{i} 127.0.0.1:{port}{check}" for i, port in enumerate(self.backends, 1)),
+        ]
+        return "\n".join(lines) + "\n"
+
+    def start(self, ae_title: str = "DEID_PROXY") -> HAProxy:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        path = self.workdir / "haproxy.cfg"
+        path.write_text(self.config())
+        log = open(self.workdir / "haproxy.log", "wb")
+        # -db: stay in the foreground, logs to stderr; -W not needed (one process)
+        self.process = subprocess.Popen(
+            [haproxy_binary(), "-db", "-f", str(path)], stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+
+        def ready() -> bool:
+            assert self.process is not None
+            assert self.process.poll() is None, f"haproxy exited:\n{self.log()}"
+            return echo(self.port, ae_title)
+
+        assert wait_until(ready, 20, 0.1), f"haproxy not ready:\n{self.log()}"
+        return self
+
+    def log(self) -> str:
+        path = self.workdir / "haproxy.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+    def __enter__(self) -> HAProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

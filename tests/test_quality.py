@@ -19,5 +19,5 @@ def test_mypy_strict() -> None:
 
 
 def test_ruff() -> None:
-    result = _run("ruff", "check", "dicom_proxy", "tests", "scripts")
+    result = _run("ruff", "check", "dicom_proxy", "tests", "scripts", "benchmarks")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,10 +1,9 @@
-#!/usr/bin/env python3
 """Benchmark the pixel stage (PS3.15 E.3.1): masking cost per transfer syntax.
 
 Prints one line per case: a 512x512 16-bit CT-like frame and a 100-frame 480x640 RGB
 ultrasound cine, in each syntax the stage re-encodes, plus the no-rule path (header only).
 The figure is the whole `PixelCleaner.clean` call: decode, fill, re-encode. Not a test:
-never assert on timings. Usage: scripts/bench_pixels.py [--repeat N] [--frames N]
+never assert on timings. Usage: scripts/bench --pixels, or python -m benchmarks.pixels [--repeat N]
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -23,8 +21,6 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dicom_proxy.config import PixelConfig
 from dicom_proxy.deidentify.pixels import PixelCleaner
@@ -57,9 +53,7 @@ def dataset(array: np.ndarray, modality: str, syntax: UID) -> Dataset:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = (
-        "1.2.840.10008.5.1.4.1.1.3.1" if modality == "US" else "1.2.840.10008.5.1.4.1.1.2"
-    )
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1" if modality == "US" else "1.2.840.10008.5.1.4.1.1.2"
     ds.SOPInstanceUID = "1.2.3"
     ds.Modality = modality
     ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, columns, samples
@@ -104,9 +98,7 @@ def bench_pixels(repeat: int = 5, cine_frames: int = 100) -> list[str]:
         cine = image(cine_frames, 480, 640, 3, 8)
         for syntax in SYNTAXES:
             seconds = measure(cleaner, dataset(ct, "CT", syntax), repeat)
-            lines.append(
-                f"pixels  512x512x16 frame    {syntax.name:<45} {seconds * 1e3:9.2f} ms/frame"
-            )
+            lines.append(f"pixels  512x512x16 frame    {syntax.name:<45} {seconds * 1e3:9.2f} ms/frame")
         for syntax in SYNTAXES:
             seconds = measure(cleaner, dataset(cine, "US", syntax), max(1, repeat // 2))
             lines.append(
@@ -121,9 +113,7 @@ def bench_pixels(repeat: int = 5, cine_frames: int = 100) -> list[str]:
         )
         untouched = dataset(ct, "MR", JPEGLSLossless)
         seconds = measure(cleaner, untouched, repeat * 20)
-        lines.append(
-            f"pixels  no rule applies (header only, not decoded)        {seconds * 1e6:9.1f} us/object"
-        )
+        lines.append(f"pixels  no rule applies (header only, not decoded)        {seconds * 1e6:9.1f} us/object")
         return lines
 
 
