@@ -2,7 +2,9 @@
 
 The stage order, in one place (DESIGN.md): plan -> pixels -> tags -> verify.
 - plan   (plan.py):   read the original header: identifiers, values to search for, date offset
-- pixels (pixels/):   mask burned-in text (PS3.15 E.3.1), matching the original header
+- pixels (pixels/):   mask burned-in text (PS3.15 E.3.1), matching the original header;
+                      then, on every object, strip side channels next to the pixels
+                      (codestream metadata, unused high bits: pixels/sidechannels.py)
 - tags   (tags.py):   PS3.15 Table E.1-1 with the options, at every nesting level; record.py
 - verify (verify.py): no original identifying string remains in the encoded output
 """
@@ -16,6 +18,7 @@ from pydicom.dataset import Dataset
 from dicom_proxy.config import DeidentifyConfig
 from dicom_proxy.deidentify import codec
 from dicom_proxy.deidentify.pixels import PixelCleaner
+from dicom_proxy.deidentify.pixels.sidechannels import strip_side_channels
 from dicom_proxy.deidentify.plan import make_plan
 from dicom_proxy.deidentify.record import record
 from dicom_proxy.deidentify.tags import apply_tags
@@ -72,6 +75,7 @@ class Engine:
                 raise Refused(f"{keyword} missing")
         context = make_plan(dataset, self.policy, self._key)
         outcome = self._pixels.clean(dataset)
+        strip_side_channels(dataset)
         apply_tags(dataset, context, overlays_cleaned=getattr(outcome, "overlays_cleaned", False))
         record(dataset, context, outcome.cleaned)
         try:
