@@ -29,7 +29,7 @@ from dicom_proxy.config import Config, DestinationConfig, DicomDestination, Fold
 from dicom_proxy.deidentify.pixels import CODEC_LOCK
 from dicom_proxy.deidentify.pixels.bigendian import to_little_endian
 from dicom_proxy.models import SpoolEntry, is_valid_uid
-from dicom_proxy.spool import Spool, _fsync_dir
+from dicom_proxy.spool import Spool, _fsync_dir, entry_uids
 from dicom_proxy.status import is_success, is_transient_failure
 from dicom_proxy.tcp import set_tcp_nodelay
 
@@ -320,25 +320,35 @@ class Forwarder(threading.Thread):
             if not entry.path.exists():
                 continue
             outcome = self.sender.send(entry)
+            study, sop = entry_uids(entry.path.name)
+            name = self.destination.name
             if outcome.result is Result.DELIVERED:
                 self.spool.complete(entry)
                 self.backoff.reset()
-                audit.record("forwarded", destination=self.destination.name, entry=entry.path.name)
-            elif outcome.result is Result.REFUSED:
-                self.spool.quarantine(
-                    entry, {"destination": self.destination.name, "reason": outcome.reason, "status": outcome.status}
+                audit.emit(
+                    audit.ObjectForwarded(
+                        destination=name, entry=entry.path.name, sop_instance_uid=sop, study_instance_uid=study,
+                        status=outcome.status or 0,
+                    )
                 )
-                audit.record(
-                    "quarantined", destination=self.destination.name, entry=entry.path.name, reason=outcome.reason
+            elif outcome.result is Result.REFUSED:
+                self.spool.quarantine(entry, {"destination": name, "reason": outcome.reason, "status": outcome.status})
+                audit.emit(
+                    audit.ObjectQuarantined(
+                        destination=name, entry=entry.path.name, reason=outcome.reason, status=outcome.status,
+                        sop_instance_uid=sop, study_instance_uid=study,
+                    )
                 )
             else:
                 delay = self.backoff.next_delay()
-                log.warning(
-                    "destination %s: %s; retrying in %.1fs", self.destination.name, outcome.reason, delay
+                audit.emit(
+                    audit.DeliveryDeferred(
+                        destination=name, reason=outcome.reason, retry_in=round(delay, 1), entry=entry.path.name,
+                        sop_instance_uid=sop, study_instance_uid=study,
+                    )
                 )
                 self._stop_event.wait(delay)
                 return
-
 
 
 class WorkSignal:

@@ -31,6 +31,22 @@ class ReceivedObject:
 
 
 @dataclass(frozen=True)
+class ObjectIdentity:
+    """Who and what an object is, in pseudonyms only: what audit records carry and what
+    `dicom-proxy pseudonym` prints, so one grep traces a study (issue 15, item 8).
+
+    `patient_id` is the pseudonymous Patient ID written into the output; `accession` is a keyed
+    token of the original Accession Number (the output carries none). Empty when unknown.
+    """
+
+    patient_id: str = ""
+    study_instance_uid: str = ""
+    series_instance_uid: str = ""
+    sop_instance_uid: str = ""
+    accession: str = ""
+
+
+@dataclass(frozen=True)
 class DeidentifiedObject:
     """The result of de-identification: a complete Part 10 file held in memory.
 
@@ -45,6 +61,8 @@ class DeidentifiedObject:
     # Preamble + File Meta Information + data set, in consecutive parts: Pixel Data that no
     # stage changed stays a view into the received bytes instead of being copied.
     parts: tuple[bytes | memoryview, ...]
+    # The pseudonymous identity for audit records (patient and accession tokens included).
+    identity: ObjectIdentity | None = None
 
     @property
     def size(self) -> int:
@@ -78,6 +96,8 @@ class Refused(Exception):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        # Pseudonyms of the refused object, when its header could be read (for the audit).
+        self.identity: ObjectIdentity | None = None
 
 
 @dataclass(frozen=True)

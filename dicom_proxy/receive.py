@@ -7,12 +7,19 @@ object is durably spooled answers a failure status (fail closed).
 
 from __future__ import annotations
 
+import itertools
 import logging
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any, cast
 
+from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -22,12 +29,28 @@ from dicom_proxy import audit
 from dicom_proxy.config import NodeConfig
 from dicom_proxy.deidentify import Engine
 from dicom_proxy.limits import ReceiveLimits
-from dicom_proxy.models import ReceivedObject, Refused
+from dicom_proxy.models import ObjectIdentity, ReceivedObject, Refused
 from dicom_proxy.spool import Spool, SpoolFull
 from dicom_proxy.status import StoreStatus
 from dicom_proxy.tcp import set_tcp_nodelay
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent an object: for the audit records of what it sent."""
+
+    calling_ae_title: str = ""
+    association: int = 0
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """The C-STORE response: a status and, for a failure, a PHI-free reason (Error Comment)."""
+
+    status: StoreStatus
+    reason: str = ""
 
 
 class StorePipeline:
@@ -37,38 +60,70 @@ class StorePipeline:
         self.engine = engine
         self.spool = spool
 
-    def store(self, received: ReceivedObject) -> StoreStatus:
+    def store(self, received: ReceivedObject, caller: Caller = Caller()) -> StoreOutcome:
         engine = self.engine  # one engine for the whole object, even if a reload happens now
+        identity: ObjectIdentity | None = None
         try:
             self.spool.check_capacity(len(received.dataset_bytes))
             result = engine.deidentify_received(received)
+            identity = result.identity
             self.spool.store(result)
         except SpoolFull as exc:
-            audit.record("refused", status=int(StoreStatus.OUT_OF_RESOURCES), reason=str(exc))
-            return StoreStatus.OUT_OF_RESOURCES
+            return _refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), identity, caller)
         except Refused as exc:
-            audit.record("refused", status=int(exc.status), reason=exc.reason)
-            return exc.status
+            return _refuse(exc.status, exc.reason, exc.identity, caller)
         except OSError as exc:
             # Disk trouble while spooling: the sender should try again later.
-            audit.record("refused", status=int(StoreStatus.OUT_OF_RESOURCES), reason=f"spool write failed ({exc.strerror})")
-            return StoreStatus.OUT_OF_RESOURCES
+            return _refuse(StoreStatus.OUT_OF_RESOURCES, f"spool write failed ({exc.strerror})", identity, caller)
         except Exception as exc:  # fail closed on anything unexpected
             # Type only: a traceback or message may quote a value of the object.
             log.error("unexpected error while processing an object (%s)", type(exc).__name__)
-            audit.record("refused", status=int(StoreStatus.PROCESSING_FAILURE), reason=type(exc).__name__)
-            return StoreStatus.PROCESSING_FAILURE
-        audit.record(
-            "stored",
-            sop_instance_uid=result.sop_instance_uid,
-            study_instance_uid=result.study_instance_uid,
-            bytes=result.size,
+            return _refuse(StoreStatus.PROCESSING_FAILURE, f"unexpected {type(exc).__name__}", identity, caller)
+        known = result.identity or ObjectIdentity()
+        audit.emit(
+            audit.ObjectStored(
+                sop_instance_uid=result.sop_instance_uid,
+                series_instance_uid=result.series_instance_uid,
+                study_instance_uid=result.study_instance_uid,
+                patient_id=known.patient_id,
+                accession=known.accession,
+                bytes=result.size,
+                calling_ae_title=caller.calling_ae_title,
+                association=caller.association,
+            )
         )
-        return StoreStatus.SUCCESS
+        return StoreOutcome(StoreStatus.SUCCESS)
 
 
-def handle_store(pipeline: StorePipeline) -> Callable[[evt.Event], int]:
-    def handler(event: evt.Event) -> int:
+def _refuse(status: StoreStatus, reason: str, identity: ObjectIdentity | None, caller: Caller) -> StoreOutcome:
+    audit.emit(
+        audit.ObjectRefused.of(
+            int(status), reason, identity, calling_ae_title=caller.calling_ae_title, association=caller.association
+        )
+    )
+    return StoreOutcome(status, reason)
+
+
+def response(outcome: StoreOutcome) -> Dataset:
+    """The C-STORE response data set: Status, and for a failure an Error Comment (0000,0902),
+    LO, at most 64 characters (PS3.7 C.4.2). Reasons name attribute paths and codes only."""
+    rsp = Dataset()
+    rsp.Status = int(outcome.status)
+    if outcome.status != StoreStatus.SUCCESS and outcome.reason:
+        rsp.ErrorComment = _error_comment(outcome.reason)
+    return rsp
+
+
+def _error_comment(reason: str) -> str:
+    # LO: no backslash, no control characters, 64 characters at most.
+    text = "".join(c if " " <= c <= "~" and c != "\\" else " " for c in reason)
+    text = " ".join(text.split())
+    return text if len(text) <= 64 else text[:61] + "..."
+
+
+def handle_store(pipeline: StorePipeline, associations: AssociationAudit) -> Callable[[evt.Event], Dataset]:
+    def handler(event: evt.Event) -> Dataset:
+        caller = associations.caller(event.assoc)
         try:
             request = cast(C_STORE, event.request)
             received = ReceivedObject(
@@ -78,10 +133,144 @@ def handle_store(pipeline: StorePipeline) -> Callable[[evt.Event], int]:
                 calling_ae_title=str(event.assoc.requestor.ae_title),
             )
         except Exception:
-            return int(StoreStatus.CANNOT_PARSE)
-        return int(pipeline.store(received))
+            outcome = _refuse(StoreStatus.CANNOT_PARSE, "C-STORE request unreadable", None, caller)
+        else:
+            outcome = pipeline.store(received, caller)
+        associations.count(event.assoc, outcome.status)
+        return response(outcome)
 
     return handler
+
+
+# PS3.8 9.3.4 (A-ASSOCIATE-RJ): (result, source, diagnostic) -> why, for the operator.
+_REJECT_REASONS = {
+    (0x01, 0x01, 0x03): "calling AE title not allowed (node.allowed_calling_ae_titles)",
+    (0x01, 0x01, 0x07): "called AE title is not this node's (node.ae_title)",
+    (0x02, 0x02, 0x01): "user identity not verified",
+    (0x02, 0x03, 0x02): "too many associations (node.max_associations)",
+}
+
+
+def _ae(value: object) -> str:
+    """A peer's AE title as text fit for a log line (PS3.5 6.2 characters, 16 at most)."""
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value or "")
+    return "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in text.strip())[:16]
+
+
+@dataclass
+class _Session:
+    number: int
+    calling_ae_title: str
+    peer: str
+    started: float = field(default_factory=time.monotonic)
+    ended_by: str = "closed"
+    received: int = 0
+    refused: Counter[int] = field(default_factory=Counter)
+
+
+class AssociationAudit:
+    """Audit of every inbound association: accepted or rejected (with why), and a summary when
+    it ends (objects received, refused by status). One instance per server."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._numbers = itertools.count(1)
+        self._sessions: dict[int, _Session] = {}
+
+    @staticmethod
+    def _peer(assoc: Association) -> str:
+        return f"{assoc.requestor.address}:{assoc.requestor.port}"
+
+    def on_accepted(self, event: evt.Event) -> None:
+        assoc = event.assoc
+        primitive = assoc.requestor.primitive
+        session = _Session(next(self._numbers), _ae(assoc.requestor.ae_title), self._peer(assoc))
+        with self._lock:
+            self._sessions[id(assoc)] = session
+        audit.emit(
+            audit.AssociationAccepted(
+                association=session.number,
+                calling_ae_title=session.calling_ae_title,
+                called_ae_title=_ae(primitive.called_ae_title if primitive is not None else ""),
+                peer=session.peer,
+            )
+        )
+
+    def on_rejected(self, event: evt.Event) -> None:
+        assoc = event.assoc
+        request = assoc.requestor.primitive
+        answer = assoc.acceptor.primitive
+        rsd = (0, 0, 0)
+        if answer is not None:
+            rsd = (int(answer.result or 0), int(answer.result_source or 0), int(answer.diagnostic or 0))
+        audit.emit(
+            audit.AssociationRejected(
+                calling_ae_title=_ae(request.calling_ae_title if request is not None else ""),
+                called_ae_title=_ae(request.called_ae_title if request is not None else ""),
+                peer=self._peer(assoc),
+                reason=_REJECT_REASONS.get(rsd, "rejected"),
+                result=rsd[0],
+                source=rsd[1],
+                diagnostic=rsd[2],
+            )
+        )
+
+    def on_released(self, event: evt.Event) -> None:
+        self._ended_by(event.assoc, "release")
+
+    def on_aborted(self, event: evt.Event) -> None:
+        self._ended_by(event.assoc, "abort")
+
+    def _ended_by(self, assoc: Association, how: str) -> None:
+        with self._lock:
+            session = self._sessions.get(id(assoc))
+            if session is not None and session.ended_by == "closed":
+                session.ended_by = how
+
+    def on_closed(self, event: evt.Event) -> None:
+        with self._lock:
+            session = self._sessions.pop(id(event.assoc), None)
+        if session is None:
+            return  # never accepted: rejected (already logged) or closed before negotiating
+        refused = sum(session.refused.values())
+        audit.emit(
+            audit.AssociationEnded(
+                association=session.number,
+                calling_ae_title=session.calling_ae_title,
+                peer=session.peer,
+                ended_by=session.ended_by,
+                received=session.received,
+                stored=session.received - refused,
+                refused=refused,
+                refused_by_status=dict(session.refused),
+                seconds=round(time.monotonic() - session.started, 3),
+            )
+        )
+
+    def caller(self, assoc: Association) -> Caller:
+        with self._lock:
+            session = self._sessions.get(id(assoc))
+        if session is None:
+            return Caller(_ae(assoc.requestor.ae_title))
+        return Caller(session.calling_ae_title, session.number)
+
+    def count(self, assoc: Association, status: StoreStatus) -> None:
+        with self._lock:
+            session = self._sessions.get(id(assoc))
+            if session is None:
+                return
+            session.received += 1
+            if status != StoreStatus.SUCCESS:
+                session.refused[int(status)] += 1
+
+    def handlers(self) -> list[Any]:
+        return [
+            (evt.EVT_ACCEPTED, self.on_accepted),
+            (evt.EVT_REJECTED, self.on_rejected),
+            (evt.EVT_RELEASED, self.on_released),
+            (evt.EVT_ABORTED, self.on_aborted),
+            (evt.EVT_CONN_CLOSE, self.on_closed),
+        ]
 
 
 def handle_echo(event: evt.Event) -> int:
@@ -142,8 +331,10 @@ def start_server(node: NodeConfig, pipeline: StorePipeline) -> ThreadedAssociati
     """Listen on `node.bind:node.port` (port 0: any free port) in background threads."""
     ae = build_ae(node)
     limits = ReceiveLimits(node.max_object_bytes)
+    associations = AssociationAudit()
     handlers: list[Any] = [
-        (evt.EVT_C_STORE, handle_store(pipeline)),
+        *associations.handlers(),
+        (evt.EVT_C_STORE, handle_store(pipeline, associations)),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_CONN_OPEN, set_tcp_nodelay),
         (evt.EVT_CONN_OPEN, limits.on_connection_open),

@@ -6,6 +6,7 @@ Its value is never logged.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import stat
@@ -16,6 +17,13 @@ KEY_BYTES = 32
 
 class SecretKeyError(Exception):
     """The key file is unusable; the message never contains the key."""
+
+
+def fingerprint(key: bytes) -> str:
+    """A short public fingerprint of the key (SHA-256 of a labelled key, 16 hex digits): shows
+    in the log which key is in use, so a changed key is visible. Reveals nothing of the key."""
+    digest = hashlib.sha256(b"dicom-proxy key fingerprint\x00" + key).hexdigest()[:16]
+    return ":".join(digest[i : i + 4] for i in range(0, 16, 4))
 
 
 def load_or_create_key(path: Path) -> bytes:

@@ -88,7 +88,15 @@ class Node:
         self.server = start_server(self.config.node, self.pipeline)
         host, port = self.address
         log.info("dicom-proxy ready: AE %s listening on %s:%d", self.config.node.ae_title, host, port)
-        audit.record("started", port=port, destinations=[d.name for d in self.config.destinations])
+        audit.emit(
+            audit.NodeStarted(
+                ae_title=self.config.node.ae_title,
+                address=host,
+                port=port,
+                destinations=tuple(d.name for d in self.config.destinations),
+                key_fingerprint=self.pipeline.engine.key_fingerprint,
+            )
+        )
         sdnotify.notify("READY=1")
         sdnotify.start_watchdog(self.stopped, self.forwarders_alive)
 
@@ -122,10 +130,10 @@ class Node:
             engine = build_engine(config)
         except ConfigError as exc:
             for problem in exc.problems:
-                log.error("reload rejected, keeping the current policy: %s", problem)
+                audit.emit(audit.ReloadRejected(reason=f"{problem}; keeping the current policy"))
             return
         except Exception as exc:
-            log.error("reload rejected, keeping the current policy: %s", exc)
+            audit.emit(audit.ReloadRejected(reason=f"{exc}; keeping the current policy"))
             return
         if (config.node, config.destinations, config.spool) != (
             self.config.node,
@@ -135,7 +143,7 @@ class Node:
             log.warning("reload: [node], [[destinations]] and [spool] changes take effect on restart")
         self.pipeline.engine = engine
         log.info("reload: policy and pixel rules reloaded")
-        audit.record("reloaded")
+        audit.emit(audit.ConfigReloaded(key_fingerprint=engine.key_fingerprint))
 
     def stop(self, drain_seconds: float = DRAIN_SECONDS) -> None:
         """Stop accepting, let associations in progress finish (bounded), stop forwarders."""
@@ -159,7 +167,7 @@ class Node:
             if process.is_alive():
                 process.kill()
                 process.join()
-        audit.record("stopped")
+        audit.emit(audit.NodeStopped())
 
 
 def serve(config: Config) -> int:

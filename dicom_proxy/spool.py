@@ -4,7 +4,8 @@ Layout under `[spool].directory` (directories 0700, files 0600):
 
     incoming/                 temporary files being written; anything here after a crash is
                               incomplete and is removed on start
-    queues/<destination>/     entries waiting for delivery, named `<sequence>-<SOPInstanceUID>.dcm`
+    queues/<destination>/     entries waiting for delivery, named
+                              `<time>-<pid>-<sequence>-<StudyInstanceUID>-<SOPInstanceUID>.dcm`
     quarantine/<destination>/ entries a destination refused permanently, each with a
                               `.reason.json` beside it
 
@@ -50,6 +51,15 @@ class QueueStatus:
     queued: int
     queued_bytes: int
     quarantined: int
+
+
+def entry_uids(name: str) -> tuple[str, str]:
+    """(Study Instance UID, SOP Instance UID) of a spool entry, from its name (pseudonyms);
+    entries spooled before names carried the study give an empty study."""
+    parts = name.removesuffix(SUFFIX).split("-")
+    if len(parts) >= 5:
+        return parts[-2], parts[-1]
+    return "", parts[-1] if len(parts) == 4 else ""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -144,7 +154,7 @@ class Spool:
         # Time first (FIFO order), then process and sequence: unique across receiver processes.
         name = (
             f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence) % 1_000_000:06d}"
-            f"-{obj.sop_instance_uid}{SUFFIX}"
+            f"-{obj.study_instance_uid}-{obj.sop_instance_uid}{SUFFIX}"
         )
         temporary = self.incoming / (name + ".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)

@@ -11,10 +11,12 @@ The stage order, in one place (DESIGN.md): plan -> pixels -> tags -> verify.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from dicom_proxy import trace
 from dicom_proxy.config import DeidentifyConfig
 from dicom_proxy.deidentify import codec
 from dicom_proxy.deidentify.pixels import PixelCleaner
@@ -25,6 +27,8 @@ from dicom_proxy.deidentify.tags import apply_tags
 from dicom_proxy.deidentify.verify import verify
 from dicom_proxy.models import DeidentifiedObject, ReceivedObject, Refused
 from dicom_proxy.policy import Policy, compile_policy
+from dicom_proxy.policy.options import Option
+from dicom_proxy.secret import fingerprint
 
 _REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 
@@ -38,6 +42,7 @@ class Engine:
     def __init__(self, config: DeidentifyConfig, key: bytes) -> None:
         self.config = config
         self._key = key
+        self.key_fingerprint = fingerprint(key)
         # load_config compiled the policy once; a hand-built config (tests, library use) not yet.
         if config.policy is not None:
             self.policy: Policy = config.policy
@@ -61,12 +66,17 @@ class Engine:
         Raises Refused for anything that cannot be de-identified with certainty, including
         any unexpected error (fail closed); the reason never contains an original value.
         """
+        # Read before any stage changes the data set: the audit's view of the object.
+        identity = trace.of_dataset(self._key, dataset, Option.RETAIN_UIDS in self.config.options)
         try:
-            return self._run(dataset)
-        except Refused:
+            return dataclasses.replace(self._run(dataset), identity=identity)
+        except Refused as exc:
+            exc.identity = identity
             raise
         except Exception as exc:
-            raise Refused(f"de-identification failed ({type(exc).__name__})") from None
+            refused = Refused(f"de-identification failed ({type(exc).__name__})")
+            refused.identity = identity
+            raise refused from None
 
     def _run(self, dataset: Dataset) -> DeidentifiedObject:
         for keyword in _REQUIRED:

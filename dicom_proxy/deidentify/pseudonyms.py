@@ -35,3 +35,9 @@ def date_offset_days(key: bytes, patient: str) -> int:
     value = int.from_bytes(_digest(key, "date-offset", patient)[:8], "big")
     magnitude = 1 + value % MAX_SHIFT_DAYS
     return magnitude if (value >> 63) & 1 else -magnitude
+
+
+def accession_token(key: bytes, accession_number: str) -> str:
+    """A keyed token of an Accession Number for audit records only (the output carries no
+    accession number, PS3.15 Table E.1-1): a coordinator holding the original can find it."""
+    return base64.b32encode(_digest(key, "accession", accession_number.strip())[:10]).decode()

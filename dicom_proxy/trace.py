@@ -1,0 +1,69 @@
+"""Pseudonymous identities for tracing a study without a lookup table (issue 15, item 8).
+
+The secret key derives every pseudonym, so the pseudonyms of an original study, patient or
+accession number can be computed again at any time: `dicom-proxy pseudonym` prints them and the
+audit records carry them, so one grep answers "did it arrive, when, where". The derivations are
+those of the engine (`deidentify/pseudonyms.py`, `deidentify/uids.py`), never re-implemented.
+"""
+
+from __future__ import annotations
+
+from pydicom.dataset import Dataset
+
+from dicom_proxy.deidentify import pseudonyms
+from dicom_proxy.deidentify.uids import map_uid
+from dicom_proxy.models import ObjectIdentity, is_valid_uid
+
+
+def derive(
+    key: bytes,
+    *,
+    patient_id: str | None = None,
+    issuer: str = "",
+    study_instance_uid: str = "",
+    series_instance_uid: str = "",
+    sop_instance_uid: str = "",
+    accession: str = "",
+    retain_uids: bool = False,
+) -> ObjectIdentity:
+    """The pseudonyms of the given original values (empty where nothing was given)."""
+
+    def uid(original: str) -> str:
+        original = original.strip("\x00 ")
+        if retain_uids:
+            return original if is_valid_uid(original) else ""
+        return map_uid(key, original) if original else ""
+
+    return ObjectIdentity(
+        patient_id=pseudonyms.patient_id(key, issuer, patient_id) if patient_id is not None else "",
+        study_instance_uid=uid(study_instance_uid),
+        series_instance_uid=uid(series_instance_uid),
+        sop_instance_uid=uid(sop_instance_uid),
+        accession=pseudonyms.accession_token(key, accession) if accession.strip() else "",
+    )
+
+
+def of_dataset(key: bytes, dataset: Dataset, retain_uids: bool = False) -> ObjectIdentity:
+    """The pseudonymous identity of an original data set; whatever cannot be read stays empty
+    (this is for the audit only: it never decides what is sent)."""
+    values: dict[str, str] = {}
+    for keyword in (
+        "PatientID", "IssuerOfPatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "AccessionNumber",
+    ):
+        try:
+            values[keyword] = str(dataset.get(keyword, "") or "")
+        except Exception:
+            values[keyword] = ""
+    try:
+        return derive(
+            key,
+            patient_id=values["PatientID"],
+            issuer=values["IssuerOfPatientID"],
+            study_instance_uid=values["StudyInstanceUID"],
+            series_instance_uid=values["SeriesInstanceUID"],
+            sop_instance_uid=values["SOPInstanceUID"],
+            accession=values["AccessionNumber"],
+            retain_uids=retain_uids,
+        )
+    except Exception:
+        return ObjectIdentity()

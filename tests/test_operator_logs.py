@@ -1,0 +1,99 @@
+"""What an operator reads in the log (issue 15, item 7), with a pynetdicom SCU as the sender:
+accepted and rejected associations, a refusal with its Error Comment at the sender, and the
+per-association summary; all JSON, all PHI-free, pseudonyms a coordinator can derive again."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+
+from dicom_proxy import trace
+from tests.dicomfactory import PATIENT_ID, PATIENT_NAME, SOP_UID, STUDY_UID, ct_dataset
+from tests.netpeers import Proxy, base_config, wait_until, write_config
+
+pytestmark = pytest.mark.network
+
+_AUDIT_LINE = re.compile(r" (DEBUG|INFO|WARNING|ERROR) dicom_proxy\.audit: (\{.*\})$")
+
+
+def audit_records(log: str) -> list[tuple[str, dict[str, Any]]]:
+    """(level, record) of every audit line in a proxy log."""
+    found = []
+    for line in log.splitlines():
+        match = _AUDIT_LINE.search(line)
+        if match:
+            found.append((match.group(1), json.loads(match.group(2))))
+    return found
+
+
+def _send(port: int, datasets: list[Dataset], called: str = "DEID_PROXY") -> tuple[bool, list[Dataset]]:
+    ae = AE(ae_title="MODALITY_7")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    if not assoc.is_established:
+        return False, []
+    responses = [assoc.send_c_store(ds) for ds in datasets]
+    assoc.release()
+    return True, responses
+
+
+def test_associations_refusals_and_summary_are_logged_and_the_sender_gets_an_error_comment(tmp_path: Path) -> None:
+    folder = {"name": "archive", "type": "folder", "path": str(tmp_path / "archive")}
+    config = write_config(tmp_path / "proxy.toml", base_config(tmp_path, [folder]))
+    good = ct_dataset()
+    burned = ct_dataset()
+    burned.SOPInstanceUID = SOP_UID + ".9"
+    burned.BurnedInAnnotation = "YES"  # no pixel rule cleans it: refused 0xC003
+    with Proxy(config, tmp_path) as proxy:
+        established, _ = _send(proxy.port, [good], called="NOT_THE_PROXY")
+        assert not established
+        established, responses = _send(proxy.port, [good, burned])
+        assert established
+        assert [int(r.Status) for r in responses] == [0x0000, 0xC003]
+        comment = str(responses[1].ErrorComment)
+        assert "pixel" in comment.lower() and len(comment) <= 64
+        assert "ErrorComment" not in responses[0]
+        assert wait_until(lambda: '"association_ended"' in proxy.log(), 10)
+        log = proxy.log()
+
+    key = bytes.fromhex((tmp_path / "secret.key").read_text().strip())
+    expected = trace.derive(key, patient_id=PATIENT_ID, study_instance_uid=STUDY_UID, sop_instance_uid=SOP_UID + ".9",
+                            accession=str(good.AccessionNumber))
+    records = audit_records(log)
+    by_event: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for level, record in records:
+        by_event.setdefault(record["event"], []).append((level, record))
+
+    [(level, rejected)] = by_event["association_rejected"]
+    assert level == "WARNING"
+    assert rejected["called_ae_title"] == "NOT_THE_PROXY" and rejected["calling_ae_title"] == "MODALITY_7"
+    assert "node.ae_title" in rejected["reason"] and rejected["peer"].startswith("127.0.0.1:")
+
+    [(level, accepted)] = by_event["association_accepted"]
+    assert level == "INFO" and accepted["called_ae_title"] == "DEID_PROXY"
+
+    [(level, refused)] = by_event["refused"]
+    assert level == "WARNING" and refused["status"] == "0xC003"
+    assert refused["sop_instance_uid"] == expected.sop_instance_uid
+    assert refused["study_instance_uid"] == expected.study_instance_uid
+    assert refused["patient_id"] == expected.patient_id and refused["accession"] == expected.accession
+    assert refused["association"] == accepted["association"] and refused["calling_ae_title"] == "MODALITY_7"
+
+    [(level, stored)] = by_event["stored"]
+    assert stored["study_instance_uid"] == expected.study_instance_uid
+    assert stored["patient_id"] == expected.patient_id
+
+    [(level, ended)] = by_event["association_ended"]
+    assert level == "WARNING"  # it carried a refusal
+    assert (ended["received"], ended["stored"], ended["refused"]) == (2, 1, 1)
+    assert ended["refused_by_status"] == {"0xC003": 1} and ended["ended_by"] == "release"
+
+    for original in (PATIENT_ID, STUDY_UID, SOP_UID, *PATIENT_NAME.split("^"), str(good.AccessionNumber)):
+        assert original not in log
