@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom import AE
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE
 
 from dicom_proxy import trace
 from tests.dicomfactory import PATIENT_ID, PATIENT_NAME, SOP_UID, STUDY_UID, ct_dataset
