@@ -130,10 +130,10 @@ class Node:
             engine = build_engine(config)
         except ConfigError as exc:
             for problem in exc.problems:
-                audit.emit(audit.ReloadRejected(reason=f"{problem}; keeping the current policy"))
+                audit.emit(audit.ReloadRejected(reason=f"reload rejected, keeping the current policy: {problem}"))
             return
         except Exception as exc:
-            audit.emit(audit.ReloadRejected(reason=f"{exc}; keeping the current policy"))
+            audit.emit(audit.ReloadRejected(reason=f"reload rejected, keeping the current policy: {exc}"))
             return
         if (config.node, config.destinations, config.spool) != (
             self.config.node,
