@@ -19,6 +19,7 @@ from pathlib import Path
 
 from benchmarks.backlog import BacklogResult, backlog
 from benchmarks.corpus import make_corpus
+from benchmarks.encryption import EncryptionResult, encryption_in_process
 from benchmarks.engine import EngineResult, engine_in_process, pydicom_test_files
 from benchmarks.large import LargeResult, large_object
 from benchmarks.network import Options, Run, Spec, describe, run_spec
@@ -147,6 +148,15 @@ def engine_rows(table: Table, results: list[EngineResult]) -> None:
         )
 
 
+def encryption_rows(table: Table, result: EncryptionResult) -> None:
+    """Encrypted Attributes on vs off, same objects, same process (issue 11 part 3)."""
+    table.add(
+        result.label,
+        f"{result.encrypted_per_s:.0f} obj/s (off: {result.plain_per_s:.0f} obj/s)",
+        f"{result.encrypted_per_s / result.plain_per_s:.2f}x of off",
+    )
+
+
 def large_rows(table: Table, result: LargeResult) -> None:
     table.add(
         f"1 object of {result.size_mib:.0f} MiB, receiving process peak RSS",
@@ -222,6 +232,7 @@ def main() -> int:
         if not args.no_engine:
             corpus = args.workdir / f"corpus-50-{args.size}"
             engine_rows(table, [engine_in_process(work_root, corpus, args.size, detect) for detect in (False, True)])
+            encryption_rows(table, encryption_in_process(work_root, corpus, args.size))
         if args.large:
             print("bench: large object ...", file=sys.stderr, flush=True)
             large = large_object(work_root, args.large_frames, args.size, args.large_timeout)

@@ -1,4 +1,4 @@
-"""Command line: `dicom-proxy serve|deidentify|check-config|show-policy|spool ...`.
+"""Command line: `dicom-proxy serve|deidentify|reidentify|check-config|show-policy|spool ...`.
 
 Exit codes: 0 success, 1 some objects refused (deidentify) or an operation failed, 2 usage or
 configuration error (nothing started).
@@ -41,11 +41,29 @@ def _parser() -> argparse.ArgumentParser:
     spool = with_config("spool", "inspect and act on spool queues and quarantine")
     spool.add_argument("action", choices=["status", "list", "retry", "purge"])
     spool.add_argument("--destination", help="only this destination (default: all)")
+    reid = commands.add_parser(
+        "reidentify",
+        help="restore original attributes from the Encrypted Attributes Sequence (PS3.15 E.1.2)",
+        description="Decrypt the Encrypted Attributes Sequence with a recipient's private key and restore "
+        "the original attributes (writes files), or print them (--show). No configuration needed.",
+    )
+    reid.add_argument("--key", required=True, type=Path, metavar="PRIVATE_KEY", help="recipient private key (PEM/DER)")
+    reid.add_argument(
+        "--certificate", type=Path, metavar="CERT", help="the recipient's certificate (optional: picks the recipient)"
+    )
+    target = reid.add_mutually_exclusive_group(required=True)
+    target.add_argument("--output", type=Path, metavar="DIR", help="write re-identified files here")
+    target.add_argument("--show", action="store_true", help="print the original attributes, write nothing")
+    reid.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files or folders (recursive)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "reidentify":
+        from dicom_proxy.reidentify import reidentify_command
+
+        return reidentify_command(args.key, args.certificate, args.output, args.inputs, _iter_inputs)
     try:
         config = load_config(args.config)
     except ConfigError as exc:

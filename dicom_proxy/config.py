@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from dicom_proxy.policy.options import Option
 
 if TYPE_CHECKING:
+    from cryptography.x509 import Certificate
+
     from dicom_proxy.deidentify.pixels.rules import RuleSet
     from dicom_proxy.policy import Policy
 
@@ -108,6 +110,16 @@ class PixelConfig:
 
 
 @dataclass(frozen=True)
+class EncryptionConfig:
+    """`[deidentify.encryption]`: Encrypted Attributes for re-identification (PS3.15 E.1.2)."""
+
+    # Recipient certificates (PEM or DER; RSA or EC P-256/384/521); empty: encryption off.
+    recipients: tuple[Path, ...] = ()
+    # The certificates, read by load_config (empty with recipients set: the Engine reads them).
+    certificates: tuple[Certificate, ...] = ()
+
+
+@dataclass(frozen=True)
 class DeidentifyConfig:
     secret_key_file: Path = Path("var/secret.key")
     options: tuple[Option, ...] = ()
@@ -116,6 +128,7 @@ class DeidentifyConfig:
     # (default) or "keep" them all (only for sites that vetted their data).
     unlisted_attributes: Literal["remove", "keep"] = "remove"
     pixels: PixelConfig = field(default_factory=PixelConfig)
+    encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     # Table E.1-1 + options + overrides_file, compiled by load_config (None: the Engine compiles).
     policy: Policy | None = None
 
@@ -188,7 +201,23 @@ def load_deidentify_files(config: DeidentifyConfig, key: str, problems: list[str
         except ConfigError as exc:
             problems += [f"{key}.pixels.rules_file: {p}" for p in exc.problems]
     pixels = dataclasses.replace(config.pixels, rules=rules)
-    return dataclasses.replace(config, policy=policy, pixels=pixels)
+    encryption = dataclasses.replace(
+        config.encryption, certificates=load_recipients(config.encryption, f"{key}.encryption", problems)
+    )
+    return dataclasses.replace(config, policy=policy, pixels=pixels, encryption=encryption)
+
+
+def load_recipients(config: EncryptionConfig, key: str, problems: list[str]) -> tuple[Certificate, ...]:
+    """Read every recipient certificate; one problem per unusable file, with its key path."""
+    from dicom_proxy.deidentify.encrypt import load_recipient
+
+    certificates = []
+    for i, path in enumerate(config.recipients):
+        try:
+            certificates.append(load_recipient(path))
+        except ValueError as exc:
+            problems.append(f"{key}.recipients[{i}]: {exc}")
+    return tuple(certificates)
 
 
 def parse_config(raw: dict[str, Any]) -> Config:
@@ -396,7 +425,7 @@ def _parse_deidentify(r: _Reader, t: dict[str, Any], key: str = "deidentify") ->
     """`[deidentify]` (and, with another `key`, the same keys of a profile)."""
     d = DeidentifyConfig()
     r.unknown_keys(
-        f"{key}.", t, {"secret_key_file", "options", "overrides_file", "unlisted_attributes", "pixels"}
+        f"{key}.", t, {"secret_key_file", "options", "overrides_file", "unlisted_attributes", "pixels", "encryption"}
     )
     names = r.strings(f"{key}.options", t, "options", ())
     options: list[Option] = []
@@ -420,7 +449,16 @@ def _parse_deidentify(r: _Reader, t: dict[str, Any], key: str = "deidentify") ->
         overrides_file=r.path(f"{key}.overrides_file", t, "overrides_file", None),
         unlisted_attributes=unlisted,  # type: ignore[arg-type]
         pixels=_parse_pixels(r, r.table(f"{key}.pixels", t.get("pixels", {})), f"{key}.pixels"),
+        encryption=_parse_encryption(r, r.table(f"{key}.encryption", t.get("encryption", {})), f"{key}.encryption"),
     )
+
+
+def _parse_encryption(r: _Reader, t: dict[str, Any], key: str) -> EncryptionConfig:
+    r.unknown_keys(f"{key}.", t, {"recipients"})
+    recipients = r.strings(f"{key}.recipients", t, "recipients", ())
+    if any(not path for path in recipients):
+        r.fail(f"{key}.recipients", "paths must not be empty")
+    return EncryptionConfig(recipients=tuple(Path(path) for path in recipients if path))
 
 
 def _parse_pixels(r: _Reader, t: dict[str, Any], key: str = "deidentify.pixels") -> PixelConfig:

@@ -5,7 +5,9 @@ The stage order, in one place (DESIGN.md): plan -> pixels -> tags -> verify.
 - pixels (pixels/):   mask burned-in text (PS3.15 E.3.1), matching the original header;
                       then, on every object, strip side channels next to the pixels
                       (codestream metadata, unused high bits: pixels/sidechannels.py)
-- tags   (tags.py):   PS3.15 Table E.1-1 with the options, at every nesting level; record.py
+- tags   (tags.py):   PS3.15 Table E.1-1 with the options, at every nesting level; record.py;
+                      with [deidentify.encryption], the originals of what changed are
+                      encrypted into the Encrypted Attributes Sequence (encrypt.py, E.1.2)
 - verify (verify.py): no original identifying string remains in the encoded output
 """
 
@@ -17,8 +19,9 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from dicom_proxy import trace
-from dicom_proxy.config import DeidentifyConfig
+from dicom_proxy.config import ConfigError, DeidentifyConfig, load_recipients
 from dicom_proxy.deidentify import codec
+from dicom_proxy.deidentify.encrypt import AttributeEncryptor, without_encrypted_content
 from dicom_proxy.deidentify.pixels import PixelCleaner
 from dicom_proxy.deidentify.pixels.sidechannels import strip_side_channels
 from dicom_proxy.deidentify.plan import make_plan
@@ -50,6 +53,7 @@ class Engine:
             names = [option.value for option in config.options]
             self.policy = compile_policy(names, config.overrides_file, config.unlisted_attributes)
         self._pixels = PixelCleaner(config.pixels)
+        self._encryptor = _encryptor(config)
 
     def deidentify_received(self, received: ReceivedObject) -> DeidentifiedObject:
         dataset = codec.decode_received(received.dataset_bytes, received.transfer_syntax_uid)
@@ -83,16 +87,20 @@ class Engine:
             element = dataset.data_element(keyword) if keyword in dataset else None
             if element is None or not str(element.value):
                 raise Refused(f"{keyword} missing")
+        originals = self._encryptor.snapshot(dataset) if self._encryptor is not None else None
         context = make_plan(dataset, self.policy, self._key)
         outcome = self._pixels.clean(dataset)
         strip_side_channels(dataset)
         apply_tags(dataset, context, overlays_cleaned=getattr(outcome, "overlays_cleaned", False))
         record(dataset, context, outcome.cleaned)
+        protected = None
+        if self._encryptor is not None and originals is not None:
+            protected = self._encryptor.protect(dataset, originals)
         try:
             encoded = codec.encode(dataset)
         except Exception as exc:
             raise Refused(f"cannot encode output ({type(exc).__name__})") from None
-        verify(encoded.searchable(), dataset, context)
+        verify(without_encrypted_content(encoded.searchable(), protected), dataset, context)
         return DeidentifiedObject(
             sop_class_uid=str(dataset.SOPClassUID),
             sop_instance_uid=str(dataset.SOPInstanceUID),
@@ -101,3 +109,17 @@ class Engine:
             transfer_syntax_uid=str(dataset.file_meta.TransferSyntaxUID),
             parts=encoded.parts,
         )
+
+
+def _encryptor(config: DeidentifyConfig) -> AttributeEncryptor | None:
+    """The Encrypted Attributes stage, when `[deidentify.encryption] recipients` are set."""
+    encryption = config.encryption
+    if not encryption.recipients:
+        return None
+    certificates = encryption.certificates
+    if len(certificates) != len(encryption.recipients):
+        problems: list[str] = []
+        certificates = load_recipients(encryption, "deidentify.encryption", problems)
+        if problems:
+            raise ConfigError(problems)
+    return AttributeEncryptor(certificates)
