@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 import time
 import warnings
@@ -23,24 +22,12 @@ class EncryptionResult:
 
 def _throwaway_certificate(folder: Path) -> Path:
     """A self-signed RSA-2048 recipient certificate, valid for a day (the key is discarded)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench recipient")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    from tests.certificates import self_signed
+
+    certificate = self_signed(rsa.generate_private_key(public_exponent=65537, key_size=2048), "bench recipient")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "bench-recipient.pem"
     path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))

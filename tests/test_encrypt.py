@@ -8,7 +8,6 @@ Certificates are throwaway ones generated here (cryptography's x509 builder).
 from __future__ import annotations
 
 import base64
-import datetime
 import shutil
 import subprocess
 import warnings
@@ -16,11 +15,9 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
-from cryptography.x509.oid import NameOID
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -33,6 +30,7 @@ from dicom_proxy.config import ConfigError, EncryptionConfig, load_config
 from dicom_proxy.deidentify import cms
 from dicom_proxy.deidentify.encrypt import CONTENT_START, decrypt_attributes, restore
 from dicom_proxy.models import Refused
+from tests.certificates import self_signed
 from tests.dicomfactory import PATIENT_ID, PATIENT_NAME, TEST_FILES, ct_dataset, engine
 
 warnings.filterwarnings("ignore", module="pydicom")
@@ -46,21 +44,6 @@ RECORD = {0x00120062, 0x00120063, 0x00120064, 0x00280303, 0x04000500, 0x00280301
 # --- throwaway recipients ---------------------------------------------------------------------
 
 
-def _certificate(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, name: str) -> x509.Certificate:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-
-
 class Recipient:
     def __init__(self, folder: Path, name: str, kind: str) -> None:
         self.key = (
@@ -68,7 +51,7 @@ class Recipient:
             if kind == "rsa"
             else ec.generate_private_key(ec.SECP256R1())
         )
-        self.certificate = _certificate(self.key, name)
+        self.certificate = self_signed(self.key, name)
         self.key_path = folder / f"{name}.key"
         self.certificate_path = folder / f"{name}.pem"
         self.key_path.write_bytes(
@@ -414,19 +397,7 @@ def test_config_errors_name_the_key(
 
 
 def test_expired_certificate_is_a_config_error(tmp_path: Path) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old")])
-    now = datetime.datetime.now(datetime.UTC)
-    old = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(days=10))
-        .not_valid_after(now - datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    old = self_signed(ec.generate_private_key(ec.SECP256R1()), "old", valid_from_days=-10, valid_days=9)
     path = tmp_path / "old.pem"
     path.write_bytes(old.public_bytes(serialization.Encoding.PEM))
     with pytest.raises(ConfigError) as caught:

@@ -169,7 +169,10 @@ def _encoded(dataset: Dataset, tag: BaseTag, encodings: list[str]) -> bytes:
     element = dataset.get_item(tag)
     if isinstance(element, RawDataElement) and _raw_is_portable(element):
         return _raw_bytes(element)  # the common case for originals: no conversion, no writer
-    element = _resolved(dataset, tag)
+    return _explicit_little_endian(_resolved(dataset, tag), encodings)
+
+
+def _explicit_little_endian(element: DataElement, encodings: list[str]) -> bytes:
     buffer = DicomBytesIO()
     buffer.is_little_endian = True
     buffer.is_implicit_VR = False
@@ -220,12 +223,7 @@ def _resolved(dataset: Dataset, tag: BaseTag) -> DataElement:
 def _encode_content(item: Dataset, encodings: list[str]) -> bytes:
     """The Encrypted Attributes Data Set: the Modified Attributes Sequence (one item), PS3.3
     C.12.1.1.4.1, in Explicit VR Little Endian."""
-    element = DataElement(MODIFIED_ATTRIBUTES_SEQUENCE, "SQ", DicomSequence([item]))
-    buffer = DicomBytesIO()
-    buffer.is_little_endian = True
-    buffer.is_implicit_VR = False
-    write_data_element(buffer, element, encodings)
-    return buffer.getvalue()
+    return _explicit_little_endian(DataElement(MODIFIED_ATTRIBUTES_SEQUENCE, "SQ", DicomSequence([item])), encodings)
 
 
 def _materialize(dataset: Dataset) -> None:

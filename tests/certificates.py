@@ -1,0 +1,28 @@
+"""Throwaway self-signed certificates for tests and the bench (cryptography's x509 builder)."""
+
+from __future__ import annotations
+
+import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+
+def self_signed(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, name: str, valid_from_days: float = -1, valid_days: float = 2
+) -> x509.Certificate:
+    """A certificate for `key`, valid from now + `valid_from_days` for `valid_days` days."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    start = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=valid_from_days)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=valid_days))
+        .sign(key, hashes.SHA256())
+    )
