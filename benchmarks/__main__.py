@@ -24,6 +24,7 @@ from benchmarks.engine import EngineResult, engine_in_process, pydicom_test_file
 from benchmarks.large import LargeResult, large_object
 from benchmarks.network import Options, Run, Spec, describe, run_spec
 from benchmarks.profile import summarize_profile
+from benchmarks.reception import ReceptionResult, reception_only
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PATHS = "direct,orthanc,proxy,proxy+detect,proxy+detect@4,proxy+tls,haproxy+detect@4"
@@ -157,6 +158,21 @@ def encryption_rows(table: Table, result: EncryptionResult) -> None:
     )
 
 
+def reception_rows(table: Table, result: ReceptionResult) -> None:
+    label = f"reception only, 1 sender, {result.objects} objects x {result.rounds} rounds"
+    table.add(
+        f"{label}: pynetdicom polling",
+        f"{result.polling_best:.1f} img/s best",
+        f"median {result.polling_median:.1f} img/s",
+    )
+    table.add(
+        f"{label}: event-driven (node)",
+        f"{result.event_driven_best:.1f} img/s best",
+        f"{result.event_driven_best / result.polling_best:.2f}x polling (median "
+        f"{result.event_driven_median / result.polling_median:.2f}x)",
+    )
+
+
 def large_rows(table: Table, result: LargeResult) -> None:
     table.add(
         f"1 object of {result.size_mib:.0f} MiB, receiving process peak RSS",
@@ -190,6 +206,7 @@ def main() -> int:
     )
     parser.add_argument("--nodes", type=int, default=2, help="nodes behind HAProxy (default 2)")
     parser.add_argument("--no-engine", action="store_true", help="skip the engine-in-process rows")
+    parser.add_argument("--no-reception", action="store_true", help="skip the reception-only rows")
     parser.add_argument("--engine-only", action="store_true", help="only the engine in process")
     parser.add_argument("--pixels", action="store_true", help="also the pixel stage per transfer syntax")
     parser.add_argument("--large", action="store_true", help="also one 1 GiB multi-frame object")
@@ -229,6 +246,9 @@ def main() -> int:
             print()
             print_runs(runs, total_bytes / len(files))
             network_rows(table, runs)
+        if paths and not args.no_reception:
+            print("bench: reception only ...", file=sys.stderr, flush=True)
+            reception_rows(table, reception_only(files[:100]))
         if not args.no_engine:
             corpus = args.workdir / f"corpus-50-{args.size}"
             engine_rows(table, [engine_in_process(work_root, corpus, args.size, detect) for detect in (False, True)])

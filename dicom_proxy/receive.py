@@ -25,7 +25,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicom_proxy import audit
+from dicom_proxy import audit, reception
 from dicom_proxy.config import NodeConfig
 from dicom_proxy.deidentify import Engine
 from dicom_proxy.limits import ReceiveLimits
@@ -341,7 +341,5 @@ def start_server(node: NodeConfig, pipeline: StorePipeline) -> ThreadedAssociati
         (evt.EVT_CONN_CLOSE, release_unassociated),
     ]
     contexts: list[PresentationContext] = [_cheaply_copied(c) for c in ae.supported_contexts]
-    server = ae.start_server((node.bind, node.port), block=False, evt_handlers=handlers, contexts=contexts)
-    assert server is not None  # block=False always returns the server
-    return server
+    return reception.start_server(ae, (node.bind, node.port), evt_handlers=handlers, contexts=contexts)
 

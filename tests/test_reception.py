@@ -1,0 +1,122 @@
+"""The event-driven reactors (dicom_proxy.reception) with real associations over loopback:
+pynetdicom and dcmtk peers store, echo, release, abort, vanish and idle against them."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicom_proxy import reception
+from dicom_proxy.config import NodeConfig
+from dicom_proxy.models import ReceivedObject
+from dicom_proxy.receive import build_ae, handle_store
+from dicom_proxy.status import StoreStatus
+from tests.corpus import write_corpus
+from tests.netpeers import echo, storescu, wait_until
+
+pytestmark = pytest.mark.network
+
+
+class _Recorder:
+    """Pipeline stand-in: keeps what arrived, answers Success."""
+
+    def __init__(self) -> None:
+        self.received: list[ReceivedObject] = []
+
+    def store(self, received: ReceivedObject) -> StoreStatus:
+        self.received.append(received)
+        return StoreStatus.SUCCESS
+
+
+@contextmanager
+def _server(network_timeout: float = 60.0) -> Iterator[tuple[ThreadedAssociationServer, _Recorder, list[str]]]:
+    recorder = _Recorder()
+    events: list[str] = []
+    node = NodeConfig(bind="127.0.0.1", port=0, network_timeout=network_timeout)
+    handlers: list[Any] = [
+        (evt.EVT_C_STORE, handle_store(recorder)),  # type: ignore[arg-type]
+        (evt.EVT_C_ECHO, lambda event: 0x0000),
+        (evt.EVT_RELEASED, lambda event: events.append("released")),
+        (evt.EVT_ABORTED, lambda event: events.append("aborted")),
+    ]
+    server = reception.start_server(build_ae(node), ("127.0.0.1", 0), evt_handlers=handlers)
+    try:
+        yield server, recorder, events
+    finally:
+        server.shutdown()
+
+
+def _port(server: ThreadedAssociationServer) -> int:
+    return int(server.server_address[1])
+
+
+def _requestor() -> AE:
+    ae = AE(ae_title="REQUESTOR")
+    ae.add_requested_context(CTImageStorage)
+    ae.add_requested_context(Verification)
+    return ae
+
+
+def test_associations_use_the_event_driven_reactors(tmp_path: Path) -> None:
+    with _server() as (server, _, _):
+        assoc = _requestor().associate("127.0.0.1", _port(server), ae_title="DEID_PROXY")
+        assert assoc.is_established
+        assert wait_until(lambda: len(server.active_associations) == 1, 10)
+        (acceptor,) = server.active_associations
+        assert isinstance(acceptor, reception.EventDrivenAssociation)
+        assert isinstance(acceptor.dul, reception.EventDrivenDUL)
+        assoc.release()
+
+
+def test_dcmtk_stores_a_series_and_echoes_through_one_node(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus", patients=1, series_per_study=2, images_per_series=5)
+    with _server() as (server, recorder, events):
+        sent = storescu(_port(server), corpus)
+        assert sent.statuses == ["Success"] * len(corpus), sent.output
+        assert echo(_port(server), "DEID_PROXY")
+        assert wait_until(lambda: not server.active_associations, 10)
+    assert len(recorder.received) == len(corpus)
+    expected = sorted(p.read_bytes()[-64:] for p in corpus)  # the pixel data ends every file
+    assert sorted(r.dataset_bytes[-64:] for r in recorder.received) == expected
+    assert events.count("released") == 2  # storescu and echoscu both released
+
+
+def test_peer_abort_ends_the_association(tmp_path: Path) -> None:
+    with _server() as (server, _, events):
+        assoc = _requestor().associate("127.0.0.1", _port(server), ae_title="DEID_PROXY")
+        assert assoc.is_established
+        assoc.abort()
+        assert wait_until(lambda: "aborted" in events and not server.active_associations, 10)
+
+
+def test_peer_that_vanishes_frees_its_association(tmp_path: Path) -> None:
+    with _server() as (server, _, _):
+        assoc = _requestor().associate("127.0.0.1", _port(server), ae_title="DEID_PROXY")
+        assert assoc.is_established
+        assert wait_until(lambda: len(server.active_associations) == 1, 10)
+        # Close the TCP connection under the requestor's feet: no A-RELEASE, no A-ABORT.
+        transport = assoc.dul.socket.socket
+        assert transport is not None
+        transport.shutdown(socket.SHUT_RDWR)
+        assert wait_until(lambda: not server.active_associations, 10)
+        assoc.kill()
+
+
+def test_idle_association_is_aborted_after_the_network_timeout(tmp_path: Path) -> None:
+    with _server(network_timeout=0.5) as (server, _, _):
+        aborted = threading.Event()
+        assoc = _requestor().associate(
+            "127.0.0.1", _port(server), ae_title="DEID_PROXY", evt_handlers=[(evt.EVT_ABORTED, lambda e: aborted.set())]
+        )
+        assert assoc.is_established
+        assert aborted.wait(10), "the node did not end the idle association"
+        assert wait_until(lambda: not server.active_associations, 10)
