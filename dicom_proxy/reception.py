@@ -208,10 +208,12 @@ class EventDrivenAssociation(Association):
                 self._serve_request(message, cast(int, context_id))
                 self._activity.set()  # look again at once: another message may be queued
             if self.is_established and self.acse.is_release_requested():
-                self.acse.send_release(is_response=True)
                 self.is_released = True
                 self.is_established = False
+                # Before the A-RELEASE-RP goes out (pynetdicom triggers it after): the woken DUL
+                # sends the reply at once and the peer's close (EVT_CONN_CLOSE) could overtake it.
                 evt.trigger(self, evt.EVT_RELEASED, {})
+                self.acse.send_release(is_response=True)
                 self.kill()
                 return
             if self.acse.is_aborted():
