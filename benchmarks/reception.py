@@ -32,10 +32,11 @@ class ReceptionResult:
 class _Answer:
     """A pipeline stand-in: reads nothing, stores nothing, answers Success."""
 
-    def store(self, received: Any) -> Any:
+    def store(self, received: Any, caller: Any) -> Any:
+        from dicom_proxy.receive import StoreOutcome
         from dicom_proxy.status import StoreStatus
 
-        return StoreStatus.SUCCESS
+        return StoreOutcome(StoreStatus.SUCCESS)
 
 
 def _serve(event_driven: bool) -> Any:
@@ -44,13 +45,13 @@ def _serve(event_driven: bool) -> Any:
     from dicom_proxy import reception
     from dicom_proxy.config import NodeConfig
     from dicom_proxy.limits import ReceiveLimits
-    from dicom_proxy.receive import build_ae, handle_store
+    from dicom_proxy.receive import AssociationAudit, build_ae, handle_store
     from dicom_proxy.tcp import set_tcp_nodelay
 
     node = NodeConfig(bind="127.0.0.1", port=0)
     ae = build_ae(node)
     handlers: list[Any] = [
-        (evt.EVT_C_STORE, handle_store(_Answer())),  # type: ignore[arg-type]
+        (evt.EVT_C_STORE, handle_store(_Answer(), AssociationAudit())),  # type: ignore[arg-type]
         (evt.EVT_CONN_OPEN, set_tcp_nodelay),
         (evt.EVT_CONN_OPEN, ReceiveLimits(node.max_object_bytes).on_connection_open),
     ]

@@ -18,7 +18,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from dicom_proxy import reception
 from dicom_proxy.config import NodeConfig
 from dicom_proxy.models import ReceivedObject
-from dicom_proxy.receive import build_ae, handle_store
+from dicom_proxy.receive import AssociationAudit, Caller, StoreOutcome, build_ae, handle_store
 from dicom_proxy.status import StoreStatus
 from tests.corpus import write_corpus
 from tests.netpeers import echo, storescu, wait_until
@@ -32,9 +32,9 @@ class _Recorder:
     def __init__(self) -> None:
         self.received: list[ReceivedObject] = []
 
-    def store(self, received: ReceivedObject) -> StoreStatus:
+    def store(self, received: ReceivedObject, caller: Caller) -> StoreOutcome:
         self.received.append(received)
-        return StoreStatus.SUCCESS
+        return StoreOutcome(StoreStatus.SUCCESS)
 
 
 @contextmanager
@@ -43,7 +43,7 @@ def _server(network_timeout: float = 60.0) -> Iterator[tuple[ThreadedAssociation
     events: list[str] = []
     node = NodeConfig(bind="127.0.0.1", port=0, network_timeout=network_timeout)
     handlers: list[Any] = [
-        (evt.EVT_C_STORE, handle_store(recorder)),  # type: ignore[arg-type]
+        (evt.EVT_C_STORE, handle_store(recorder, AssociationAudit())),  # type: ignore[arg-type]
         (evt.EVT_C_ECHO, lambda event: 0x0000),
         (evt.EVT_RELEASED, lambda event: events.append("released")),
         (evt.EVT_ABORTED, lambda event: events.append("aborted")),
