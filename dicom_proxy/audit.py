@@ -43,6 +43,7 @@ class EventKind(enum.StrEnum):
     NODE_STARTED = "started"
     NODE_STOPPED = "stopped"
     KEY_CREATED = "key_created"
+    KEY_CHANGED = "key_changed"
     CONFIG_RELOADED = "reloaded"
     RELOAD_REJECTED = "reload_rejected"
     ASSOCIATION_ACCEPTED = "association_accepted"
@@ -130,6 +131,16 @@ class KeyCreated(AuditEvent):
     level = logging.WARNING
     key_file: str
     key_fingerprint: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyChanged(AuditEvent):
+    """The node started with another key than the one its spool was filled with."""
+
+    kind = EventKind.KEY_CHANGED
+    level = logging.WARNING
+    key_fingerprint: str
+    previous_fingerprint: str
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     deid.add_argument("--output", required=True, type=Path, metavar="DIR", help="output folder")
     deid.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files or folders (recursive)")
     with_config("check-config", "validate the configuration, policy and pixel rules, then exit")
+    with_config("init", "create the secret key (the one explicit place besides serve's first start) and the spool")
     with_config("show-policy", "print the compiled de-identification policy")
     spool = with_config("spool", "inspect and act on spool queues and quarantine")
     spool.add_argument("action", choices=["status", "list", "retry", "purge"])
@@ -99,15 +100,66 @@ def _engine(config: Config):  # type: ignore[no-untyped-def]
 
 
 def _check_config(config: Config, args: argparse.Namespace) -> int:
-    _engine(config)
-    print(f"{args.config}: OK ({len(config.destinations)} destination(s))")
+    """Everything that can be known before starting: paths, address, key (never created)."""
+    from dicom_proxy import preflight
+
+    problems = preflight.path_problems(config)
+    address = preflight.address_problem(config.node)
+    if address is not None:
+        problems.append(address)
+    key_file = config.deidentify.secret_key_file
+    note = ""
+    if not key_file.exists() and not preflight.has_run_before(config.spool.directory):
+        note = f"; {key_file} does not exist yet: `serve` creates it on its first start (or run `init`)"
+    else:
+        try:
+            note = f"; secret key fingerprint {preflight.read_key(config).fingerprint}"
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    _engine_check(config)
+    print(f"{args.config}: OK ({len(config.destinations)} destination(s)){note}")
+    return EXIT_OK
+
+
+def _engine_check(config: Config) -> None:
+    """Build an engine (policy and pixel rules) with a throw-away key: checks, never derives."""
+    from dicom_proxy.deidentify import Engine
+
+    Engine(config.deidentify, bytes(32))
+
+
+def _init(config: Config, args: argparse.Namespace) -> int:
+    from dicom_proxy import preflight
+    from dicom_proxy.spool import Spool
+
+    problems = preflight.path_problems(config)
+    if problems:
+        raise ConfigError(problems)
+    key_file = config.deidentify.secret_key_file
+    if key_file.exists():
+        node_key = preflight.read_key(config)
+        print(f"{key_file}: secret key already exists (fingerprint {node_key.fingerprint}); not changed")
+    else:
+        node_key = preflight.make_key(config)
+        print(f"{key_file}: new secret key created (fingerprint {node_key.fingerprint}); back it up: "
+              "without it pseudonyms cannot be reproduced")
+    try:
+        Spool(config.spool, [d.name for d in config.destinations]).open()
+    except OSError as exc:
+        raise preflight.as_config_error("spool.directory", config.spool.directory, exc) from None
+    preflight.record_key(config, node_key)
+    print(f"{config.spool.directory}: spool ready")
     return EXIT_OK
 
 
 def _show_policy(config: Config, args: argparse.Namespace) -> int:
+    from dicom_proxy.deidentify import Engine
     from dicom_proxy.policy import format_policy
 
-    print(format_policy(_engine(config).policy))
+    # The policy does not depend on the key: no key is read (or created) to print it.
+    print(format_policy(Engine(config.deidentify, bytes(32)).policy))
     return EXIT_OK
 
 
@@ -190,6 +242,7 @@ _COMMANDS = {
     "serve": _serve,
     "deidentify": _deidentify,
     "check-config": _check_config,
+    "init": _init,
     "show-policy": _show_policy,
     "spool": _spool,
 }

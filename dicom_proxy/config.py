@@ -9,6 +9,7 @@ directory of the process (systemd: ``WorkingDirectory=``).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -318,6 +319,21 @@ class _Reader:
 _TIMEOUT_KEYS = ("acse_timeout", "dimse_timeout", "network_timeout")
 
 
+# RFC 1123 host names; an all-numeric dotted name must be a valid IPv4 address instead.
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+def _bind_address(r: _Reader, t: dict[str, Any], default: str) -> str:
+    """`node.bind`: an IPv4/IPv6 address or a host name (whether it is local shows at start)."""
+    value = r.string("node.bind", t, "bind", default)
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not _HOST_NAME.match(value) or re.fullmatch(r"[0-9.]+", value):
+            r.fail("node.bind", f"{value!r} is not an IP address or host name")
+    return value
+
+
 def _parse_node(r: _Reader, t: dict[str, Any]) -> NodeConfig:
     d = NodeConfig()
     r.unknown_keys(
@@ -337,7 +353,7 @@ def _parse_node(r: _Reader, t: dict[str, Any]) -> NodeConfig:
             r.fail(f"node.allowed_calling_ae_titles[{i}]", "must be 1-16 characters, no backslash")
     return NodeConfig(
         ae_title=ae_title,
-        bind=r.string("node.bind", t, "bind", d.bind),
+        bind=_bind_address(r, t, d.bind),
         port=r.integer("node.port", t, "port", d.port, 0, 65535),
         allowed_calling_ae_titles=tuple(c.strip() for c in callers),
         max_associations=r.integer("node.max_associations", t, "max_associations", d.max_associations, 1, 1000),

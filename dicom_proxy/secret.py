@@ -26,13 +26,6 @@ def fingerprint(key: bytes) -> str:
     return ":".join(digest[i : i + 4] for i in range(0, 16, 4))
 
 
-def load_or_create_key(path: Path) -> bytes:
-    """Return the key in `path`, creating it (mode 0600) when the file does not exist."""
-    if not path.exists():
-        _create_key(path)
-    return load_key(path)
-
-
 def load_key(path: Path) -> bytes:
     try:
         info = path.stat()
@@ -53,11 +46,18 @@ def load_key(path: Path) -> bytes:
     return key
 
 
-def _create_key(path: Path) -> None:
+def create_key(path: Path) -> bytes:
+    """Write a new random key to `path` (mode 0600; never over an existing file) and return it.
+
+    Only `dicom-proxy init` and serve's very first start call this (see preflight.py).
+    Raises OSError when the file or its folder cannot be created.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(KEY_BYTES)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, (secrets.token_hex(KEY_BYTES) + "\n").encode("ascii"))
+        os.write(fd, (key.hex() + "\n").encode("ascii"))
         os.fsync(fd)
     finally:
         os.close(fd)
+    return key

@@ -21,12 +21,11 @@ from types import FrameType
 from pydicom import config as pydicom_config
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicom_proxy import audit, sdnotify
+from dicom_proxy import audit, preflight, sdnotify
 from dicom_proxy.config import Config, ConfigError, load_config
 from dicom_proxy.deidentify import Engine
 from dicom_proxy.forward import WorkSignal, run_forwarders
 from dicom_proxy.receive import StorePipeline, start_server
-from dicom_proxy.secret import load_or_create_key
 from dicom_proxy.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -54,9 +53,9 @@ def configure_logging(level: str) -> None:
     warnings.simplefilter("ignore")
 
 
-def build_engine(config: Config) -> Engine:
-    key = load_or_create_key(config.deidentify.secret_key_file)
-    return Engine(config.deidentify, key)
+def build_engine(config: Config, node_key: preflight.NodeKey | None = None) -> Engine:
+    """An engine for `config` with `node_key`, or with the configured key (read, never created)."""
+    return Engine(config.deidentify, (node_key or preflight.read_key(config)).key)
 
 
 class Node:
@@ -65,10 +64,15 @@ class Node:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        problems = preflight.path_problems(config)
+        if problems:
+            raise ConfigError(problems)
+        # Before the spool is opened: a spool without history is what makes a first start.
+        self.node_key = preflight.key_for_start(config)
         self.work_signal = WorkSignal()
         names = [d.name for d in config.destinations]
         self.spool = Spool(config.spool, names, on_store=self.work_signal.notify)
-        self.pipeline = StorePipeline(build_engine(config), self.spool)
+        self.pipeline = StorePipeline(build_engine(config, self.node_key), self.spool)
         self.forward_process: BaseProcess | None = None
         self.server: ThreadedAssociationServer | None = None
         self.stopped = threading.Event()
@@ -80,21 +84,41 @@ class Node:
         return str(host), int(port)
 
     def start(self) -> None:
-        recovered = self.spool.open()
+        """Open the spool, start the forwarders, listen. A startup failure raises ConfigError
+        (one line per problem) with no child process left behind."""
+        try:
+            recovered = self.spool.open()
+        except OSError as exc:
+            raise preflight.as_config_error("spool.directory", self.config.spool.directory, exc) from None
+        preflight.record_key(self.config, self.node_key)
         if recovered:
             log.info("spool: %d queued entries recovered for delivery", recovered)
+        # Most listening problems show before the forwarder exists (port in use, bad address).
+        problem = preflight.listen_problem(self.config.node)
+        if problem is not None:
+            raise ConfigError([problem])
         # Fork before any thread exists in this process.
         self.start_forwarders()
-        self.server = start_server(self.config.node, self.pipeline)
+        try:
+            self.server = start_server(self.config.node, self.pipeline)
+        except OSError as exc:  # lost a race for the port since the probe
+            self.stop_forwarders(0.0)
+            raise ConfigError([preflight.listen_error(self.config.node, exc)]) from None
         host, port = self.address
-        log.info("dicom-proxy ready: AE %s listening on %s:%d", self.config.node.ae_title, host, port)
+        log.info(
+            "dicom-proxy ready: AE %s listening on %s:%d (secret key fingerprint %s)",
+            self.config.node.ae_title,
+            host,
+            port,
+            self.node_key.fingerprint,
+        )
         audit.emit(
             audit.NodeStarted(
                 ae_title=self.config.node.ae_title,
                 address=host,
                 port=port,
                 destinations=tuple(d.name for d in self.config.destinations),
-                key_fingerprint=self.pipeline.engine.key_fingerprint,
+                key_fingerprint=self.node_key.fingerprint,
             )
         )
         sdnotify.notify("READY=1")
@@ -127,7 +151,14 @@ class Node:
             return
         try:
             config = load_config(self.config.source)
-            engine = build_engine(config)
+            node_key = preflight.read_key(config)
+            if node_key.fingerprint != self.node_key.fingerprint:
+                # Pseudonyms would change in the middle of a run: only a restart may do that.
+                raise ConfigError(
+                    [f"{preflight.KEY_PATH}: the key changed (fingerprint {node_key.fingerprint}, running with "
+                     f"{self.node_key.fingerprint}); restart the node to use another key"]
+                )
+            engine = build_engine(config, node_key)
         except ConfigError as exc:
             for problem in exc.problems:
                 audit.emit(audit.ReloadRejected(reason=f"reload rejected, keeping the current policy: {problem}"))
@@ -158,22 +189,31 @@ class Node:
             for assoc in associations:
                 if assoc.is_alive():
                     assoc.abort()
+        dimse_timeout = max((d.dimse_timeout for d in self.config.destinations if d.type == "dicom"), default=0.0)
+        self.stop_forwarders(drain_seconds + dimse_timeout)
+        audit.emit(audit.NodeStopped())
+
+    def stop_forwarders(self, timeout: float) -> None:
+        """SIGTERM the forwarder process, wait up to `timeout`, then kill it."""
         self.stopped.set()
         process = self.forward_process
         if process is not None and process.is_alive():
             os.kill(process.pid, signal.SIGTERM)  # type: ignore[arg-type]
-            dimse_timeout = max((d.dimse_timeout for d in self.config.destinations if d.type == "dicom"), default=0.0)
-            process.join(timeout=drain_seconds + dimse_timeout)
+            process.join(timeout=timeout)
             if process.is_alive():
                 process.kill()
                 process.join()
-        audit.emit(audit.NodeStopped())
 
 
 def serve(config: Config) -> int:
     """Run until SIGTERM or SIGINT; SIGHUP reloads the policy. Returns the exit status."""
     configure_logging(config.logging.level)
-    audit.configure(config.logging.audit_file)
+    audit_file = config.logging.audit_file
+    try:
+        audit.configure(audit_file)
+    except OSError as exc:
+        assert audit_file is not None  # only opening a file can fail
+        raise preflight.as_config_error("logging.audit_file", audit_file, exc) from None
     node = Node(config)
     stop_requested = threading.Event()
     reload_requested = threading.Event()

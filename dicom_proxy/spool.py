@@ -75,6 +75,17 @@ def _make_dir(path: Path) -> None:
     os.chmod(path, _DIR_MODE)
 
 
+def make_spool_dir(root: Path, path: Path) -> None:
+    """mkdir -p of `path` inside the spool `root`: every level from `root` down is 0700, whatever
+    the umask (mkdir's `parents` would create the levels between with the umask's mode)."""
+    _make_dir(root)
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        current.mkdir(mode=_DIR_MODE, exist_ok=True)
+        os.chmod(current, _DIR_MODE)
+
+
 class Spool:
     """The on-disk queues. Thread-safe; one instance per process that writes."""
 
@@ -109,15 +120,14 @@ class Spool:
 
         Returns the number of entries found waiting (they will be delivered).
         """
-        _make_dir(self.root)
-        _make_dir(self.incoming)
+        make_spool_dir(self.root, self.incoming)
         for leftover in self.incoming.iterdir():
             leftover.unlink(missing_ok=True)
         queued = 0
         total = 0
         for destination in self.destinations:
-            _make_dir(self.queue_dir(destination))
-            _make_dir(self.quarantine_dir(destination))
+            make_spool_dir(self.root, self.queue_dir(destination))
+            make_spool_dir(self.root, self.quarantine_dir(destination))
             for entry in self.pending(destination):
                 queued += 1
                 total += entry.size
@@ -208,7 +218,7 @@ class Spool:
     def quarantine(self, entry: SpoolEntry, reason: dict[str, object]) -> Path:
         """Move a permanently refused entry aside with a PHI-free reason file."""
         folder = self.quarantine_dir(entry.destination)
-        _make_dir(folder)
+        make_spool_dir(self.root, folder)
         target = folder / entry.path.name
         reason_path = folder / (entry.path.name + REASON_SUFFIX)
         _write_small_file(reason_path, json.dumps({**reason, "time": time.time()}, indent=1) + "\n")

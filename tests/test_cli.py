@@ -18,9 +18,13 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _config(tmp_path: Path) -> Path:
+def _config(tmp_path: Path, init: bool = True) -> Path:
+    """A folder-destination config; `init` creates its secret key (deidentify never does)."""
     folder = {"name": "archive", "type": "folder", "path": str(tmp_path / "archive")}
-    return write_config(tmp_path / "proxy.toml", base_config(tmp_path, [folder]))
+    config = write_config(tmp_path / "proxy.toml", base_config(tmp_path, [folder]))
+    if init:
+        assert _run("init", "--config", str(config), cwd=tmp_path).returncode == 0
+    return config
 
 
 def test_deidentify_writes_by_new_identity_and_exits_0(tmp_path: Path) -> None:
