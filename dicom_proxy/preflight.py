@@ -170,6 +170,8 @@ def make_key(config: Config) -> NodeKey:
     key_file = config.deidentify.secret_key_file
     try:
         key = create_key(key_file)
+    except FileExistsError:
+        return read_key(config)  # another node sharing this key file created it just now
     except OSError as exc:
         raise as_config_error(KEY_PATH, key_file, exc) from None
     node_key = NodeKey(key, fingerprint(key), created=True)
