@@ -132,10 +132,10 @@ def _missing_key_error(config: Config) -> ConfigError:
     key_file = config.deidentify.secret_key_file
     return ConfigError(
         [
-            f"{KEY_PATH}: {key_file}: not found, but spool.directory {config.spool.directory} shows this node "
+            (f"{KEY_PATH}: {key_file}: not found, but spool.directory {config.spool.directory} shows this node "
             "has run before; a new key would change every pseudonym. Restore the key from its backup or fix "
             "the path (relative paths are resolved against the working directory); to start over with a "
-            "new key on purpose, run: dicom-proxy init --config FILE"
+            "new key on purpose, run: dicom-proxy init --config FILE")
         ]
     )
 
@@ -147,8 +147,8 @@ def read_key(config: Config) -> NodeKey:
         if has_run_before(config.spool.directory):
             raise _missing_key_error(config)
         raise ConfigError(
-            [f"{KEY_PATH}: {key_file}: not found; create it with: dicom-proxy init --config FILE "
-             "(serve also creates it on its very first start)"]
+            [(f"{KEY_PATH}: {key_file}: not found; create it with: dicom-proxy init --config FILE "
+             "(serve also creates it on its very first start)")]
         )
     try:
         key = load_key(key_file)

@@ -155,8 +155,8 @@ class Node:
             if node_key.fingerprint != self.node_key.fingerprint:
                 # Pseudonyms would change in the middle of a run: only a restart may do that.
                 raise ConfigError(
-                    [f"{preflight.KEY_PATH}: the key changed (fingerprint {node_key.fingerprint}, running with "
-                     f"{self.node_key.fingerprint}); restart the node to use another key"]
+                    [(f"{preflight.KEY_PATH}: the key changed (fingerprint {node_key.fingerprint}, running with "
+                     f"{self.node_key.fingerprint}); restart the node to use another key")]
                 )
             engine = build_engine(config, node_key)
         except ConfigError as exc:
