@@ -32,6 +32,7 @@ from dicom_proxy.deidentify.encrypt import CONTENT_START, decrypt_attributes, re
 from dicom_proxy.models import Refused
 from tests.certificates import self_signed
 from tests.dicomfactory import PATIENT_ID, PATIENT_NAME, TEST_FILES, ct_dataset, engine
+from tests.netpeers import Proxy, base_config, storescu, wait_until, write_config
 
 warnings.filterwarnings("ignore", module="pydicom")
 
@@ -403,3 +404,27 @@ def test_expired_certificate_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(_config(tmp_path, f'["{path}"]'))
     assert "not valid now" in caught.value.problems[0]
+
+
+# --- over a real association -------------------------------------------------------------------
+
+
+@pytest.mark.network
+def test_served_objects_carry_encrypted_attributes_the_recipient_restores(
+    keys: dict[str, Recipient], tmp_path: Path
+) -> None:
+    """storescu -> proxy (serve, encryption configured) -> folder archive -> reidentify."""
+    source = tmp_path / "in" / "original.dcm"
+    source.parent.mkdir()
+    rich_dataset().save_as(source, enforce_file_format=True)
+    archive = {"name": "archive", "type": "folder", "path": str(tmp_path / "out")}
+    sections = base_config(tmp_path, [archive])
+    sections["deidentify"]["encryption"] = {"recipients": [str(keys["ec"].certificate_path)]}
+    with Proxy(write_config(tmp_path / "proxy.toml", sections), tmp_path) as proxy:
+        assert storescu(proxy.port, [source]).statuses == ["Success"]
+        assert wait_until(lambda: len(list((tmp_path / "out").rglob("*.dcm"))) == 1, 30)
+    delivered = next((tmp_path / "out").rglob("*.dcm"))
+    assert b"HOLLOWAY" not in delivered.read_bytes()
+    assert run_cli("reidentify", "--key", keys["ec"].key_path, "--output", tmp_path / "back", delivered) == 0
+    restored = dcmread(next((tmp_path / "back").rglob("*.dcm")))
+    assert assert_restored(dcmread(source), restored, dcmread(delivered)) >= 15
