@@ -118,7 +118,7 @@ def _clear_native(dataset: Dataset, element: DataElement | RawDataElement, synta
     usable = min(len(value), expected) // dtype.itemsize * dtype.itemsize
     samples = np.frombuffer(value[:usable], dtype=dtype)
     cleaner = _bit_cleaner(allocated, stored, high, signed) if clear else None
-    dirty = cleaner is not None and _any_changes(samples, cleaner)
+    dirty = cleaner is not None and _needs_clearing(samples, cleaner, stored, high, signed)
     if not dirty and not stray:
         return SideChannelOutcome()
     data = bytearray(value[: len(value) - stray])
@@ -147,7 +147,18 @@ def _bit_cleaner(allocated: int, stored: int, high: int, signed: bool) -> Callab
     return clean
 
 
-def _any_changes(samples: np.ndarray, cleaner: Callable[[np.ndarray], np.ndarray]) -> bool:
+def _needs_clearing(
+    samples: np.ndarray, cleaner: Callable[[np.ndarray], np.ndarray], stored: int, high: int, signed: bool
+) -> bool:
+    """Whether any sample has an unused bit set (or, signed, not sign-extended)."""
+    if samples.size == 0:
+        return False
+    if high == stored - 1:
+        # The usual layout: unused bits are exactly those above High Bit, so a range check
+        # (two passes, no temporary arrays) decides.
+        if signed:
+            return int(samples.min()) < -(1 << (stored - 1)) or int(samples.max()) >= 1 << (stored - 1)
+        return int(samples.max()) >= 1 << stored
     chunk = 1 << 20  # bounded temporary arrays for large multi-frame objects
     return any(
         bool(np.any(cleaner(samples[i : i + chunk]) != samples[i : i + chunk])) for i in range(0, len(samples), chunk)
@@ -323,28 +334,39 @@ _RST = range(0xD0, 0xD8)
 _JPEG_DECODING = frozenset({*range(0xC0, 0xD0), _SOS, 0xDB, 0xDC, 0xDD, 0xDE, 0xDF}) - {0xC8}
 # T.87 C.1: SOF55, LSE, SOS, DRI (DNL is not used by JPEG-LS but harmless).
 _JPEG_LS_DECODING = frozenset({0xF7, 0xF8, _SOS, 0xDC, 0xDD})
-# After a scan header the entropy-coded data runs to the next marker: 0xFF followed by a byte
-# that is not stuffing (T.81: 0x00; T.87: a byte with its high bit 0), a restart or fill.
-_JPEG_NEXT_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
-_JPEG_LS_NEXT_MARKER = re.compile(rb"\xff[\x80-\xcf\xd8-\xfe]")
 _PADDING = re.compile(rb"[\x00\xff]*")
 
 
 def _scan_jpeg(frame: memoryview, edits: _Edits) -> None:
-    _scan_jpeg_family(frame, edits, _JPEG_DECODING, _JPEG_NEXT_MARKER, _keep_jpeg_app)
+    _scan_jpeg_family(frame, edits, _JPEG_DECODING, False, _keep_jpeg_app)
 
 
 def _scan_jpeg_ls(frame: memoryview, edits: _Edits) -> None:
-    _scan_jpeg_family(frame, edits, _JPEG_LS_DECODING, _JPEG_LS_NEXT_MARKER, _keep_jpeg_ls_app)
+    _scan_jpeg_family(frame, edits, _JPEG_LS_DECODING, True, _keep_jpeg_ls_app)
 
 
 AppPolicy = Callable[[int, memoryview], bytes | None]
 
 
-def _scan_jpeg_family(
-    frame: memoryview, edits: _Edits, decoding: frozenset[int], next_marker: re.Pattern[bytes], app: AppPolicy
-) -> None:
-    start = _find(frame, b"\xff\xd8")
+def _marker_positions(frame: memoryview, ls: bool) -> np.ndarray:
+    """Sorted offsets of every 0xFF that starts a marker, i.e. is followed by a byte that is
+    not stuffing (T.81 B.1.1.5: 0x00; T.87 A.1: a byte with its high bit clear), a restart
+    marker or fill. Entropy-coded data ends at the first one after a scan header: found with
+    one vectorised pass instead of a byte-by-byte walk."""
+    data = np.frombuffer(frame, dtype=np.uint8)
+    if len(data) < 2:
+        return np.zeros(0, dtype=np.intp)
+    ff = np.flatnonzero(data[:-1] == 0xFF)
+    following = data[ff + 1]
+    marker = (following != 0xFF) & ((following < 0xD0) | (following > 0xD7))
+    marker &= following >= 0x80 if ls else following != 0x00
+    positions: np.ndarray = ff[marker]
+    return positions
+
+
+def _scan_jpeg_family(frame: memoryview, edits: _Edits, decoding: frozenset[int], ls: bool, app: AppPolicy) -> None:
+    markers: np.ndarray | None = None
+    start = _find(frame, _JPEG_START)
     edits.remove(0, start, stray=True)
     pos = start + 2
     while True:
@@ -377,10 +399,12 @@ def _scan_jpeg_family(
             raise StreamError("unknown JPEG marker")
         pos = end
         if marker == _SOS:
-            found = next_marker.search(frame, pos)
-            if found is None:
+            if markers is None:
+                markers = _marker_positions(frame, ls)
+            index = int(np.searchsorted(markers, pos))
+            if index == len(markers):
                 raise StreamError("JPEG scan does not end")
-            pos = found.start()
+            pos = int(markers[index])
 
 
 def _keep_jpeg_app(marker: int, payload: memoryview) -> bytes | None:
@@ -399,8 +423,12 @@ def _keep_jpeg_ls_app(marker: int, payload: memoryview) -> bytes | None:
     return None
 
 
-def _find(frame: memoryview, signature: bytes) -> int:
-    found = re.compile(re.escape(signature)).search(frame)
+_JPEG_START = re.compile(rb"\xff\xd8")  # SOI (T.81 B.2.1)
+_J2K_START = re.compile(rb"\xff\x4f\xff\x51")  # SOC then SIZ (15444-1 A.3)
+
+
+def _find(frame: memoryview, signature: re.Pattern[bytes]) -> int:
+    found = signature.search(frame)
     if found is None:
         raise StreamError("codestream start not found")
     return found.start()
@@ -430,7 +458,7 @@ def _scan_jpeg_2000(frame: memoryview, edits: _Edits) -> None:
     if bytes(frame[: len(_JP2_SIGNATURE)]) == _JP2_SIGNATURE:
         _scan_jp2(frame, edits)
     else:
-        start = _find(frame, b"\xff\x4f\xff\x51")
+        start = _find(frame, _J2K_START)
         edits.remove(0, start, stray=True)
         _scan_codestream(frame, start, len(frame), edits)
 
