@@ -428,3 +428,18 @@ def test_served_objects_carry_encrypted_attributes_the_recipient_restores(
     assert run_cli("reidentify", "--key", keys["ec"].key_path, "--output", tmp_path / "back", delivered) == 0
     restored = dcmread(next((tmp_path / "back").rglob("*.dcm")))
     assert assert_restored(dcmread(source), restored, dcmread(delivered)) >= 15
+
+
+def test_verify_sees_the_ciphertext_as_zeros_only(keys: dict[str, Recipient], tmp_path: Path) -> None:
+    """What verify reads: the same object with Encrypted Content zeroed; the output keeps it."""
+    from dicom_proxy.deidentify.codec import Encoded
+    from dicom_proxy.deidentify.encrypt import Protected, without_encrypted_content
+
+    _, output = deidentify_to(tmp_path, encrypting_engine(keys["rsa"]), rich_dataset())
+    content = _encrypted_content(output)
+    encoded = Encoded((output.read_bytes(),))
+    masked = without_encrypted_content(encoded, Protected(content, 1))
+    seen = dcmread(BytesIO(masked.searchable()))
+    assert bytes(seen[ENCRYPTED_ATTRIBUTES].value[0][ENCRYPTED_CONTENT].value) == bytes(len(content))
+    assert len(masked.searchable()) == len(encoded.searchable())
+    assert without_encrypted_content(encoded, None) is encoded

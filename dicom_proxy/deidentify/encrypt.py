@@ -22,6 +22,7 @@ the originals held them, and remove the Encrypted Attributes Sequence.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicom_proxy.deidentify import cms
+from dicom_proxy.deidentify.codec import Encoded
 
 ENCRYPTED_ATTRIBUTES_SEQUENCE = Tag(0x04000500)
 ENCRYPTED_CONTENT_TRANSFER_SYNTAX_UID = Tag(0x04000510)
@@ -238,12 +240,26 @@ def _materialize(dataset: Dataset) -> None:
                 _materialize(item)
 
 
-def without_encrypted_content(haystack: bytes, protected: Protected | None) -> bytes:
-    """The encoded output minus the ciphertext: verify searches everything else (random bytes
-    would match short values by chance, and nothing readable is in there)."""
+def without_encrypted_content(encoded: Encoded, protected: Protected | None) -> Encoded:
+    """The encoded output as verify must see it: the ciphertext replaced by zeros of the same
+    length (random bytes would match short values by chance, and nothing readable is in there).
+
+    Only what verify reads changes; the structure stays parseable (an OB of zeros). Deflated
+    output is one compressed part: the ciphertext cannot be found there and stays.
+    """
     if protected is None:
-        return haystack
-    return haystack.replace(protected.encrypted_content, b"", 1)
+        return encoded
+    content = protected.encrypted_content
+    parts = list(encoded.parts)
+    for index, part in enumerate(parts):
+        if index == encoded.pixel_value:
+            continue
+        data = bytes(part)
+        at = data.find(content)
+        if at >= 0:
+            parts[index] = data[:at] + bytes(len(content)) + data[at + len(content) :]
+            return dataclasses.replace(encoded, parts=tuple(parts))
+    return encoded
 
 
 # --- re-identifier ---------------------------------------------------------------------------
