@@ -43,7 +43,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dicom_proxy.deidentify import cms
+from dicom_proxy.deidentify import cms, codec
 from dicom_proxy.deidentify.codec import Encoded
 
 ENCRYPTED_ATTRIBUTES_SEQUENCE = Tag(0x04000500)
@@ -240,12 +240,13 @@ def _materialize(dataset: Dataset) -> None:
                 _materialize(item)
 
 
-def without_encrypted_content(encoded: Encoded, protected: Protected | None) -> Encoded:
+def without_encrypted_content(encoded: Encoded, protected: Protected | None, dataset: Dataset) -> Encoded:
     """The encoded output as verify must see it: the ciphertext replaced by zeros of the same
     length (random bytes would match short values by chance, and nothing readable is in there).
 
     Only what verify reads changes; the structure stays parseable (an OB of zeros). Deflated
-    output is one compressed part: the ciphertext cannot be found there and stays.
+    output is one compressed part where the ciphertext cannot be found: `dataset` is encoded
+    once more, with the value zeroed, for verify alone.
     """
     if protected is None:
         return encoded
@@ -259,7 +260,12 @@ def without_encrypted_content(encoded: Encoded, protected: Protected | None) -> 
         if at >= 0:
             parts[index] = data[:at] + bytes(len(content)) + data[at + len(content) :]
             return dataclasses.replace(encoded, parts=tuple(parts))
-    return encoded
+    element = dataset[ENCRYPTED_ATTRIBUTES_SEQUENCE].value[0][ENCRYPTED_CONTENT]
+    element.value = bytes(len(content))
+    try:
+        return codec.encode(dataset)
+    finally:
+        element.value = content
 
 
 # --- re-identifier ---------------------------------------------------------------------------

@@ -100,7 +100,7 @@ class Engine:
             encoded = codec.encode(dataset)
         except Exception as exc:
             raise Refused(f"cannot encode output ({type(exc).__name__})") from None
-        verify(without_encrypted_content(encoded, protected).searchable(), dataset, context)
+        verify(without_encrypted_content(encoded, protected, dataset).searchable(), dataset, context)
         return DeidentifiedObject(
             sop_class_uid=str(dataset.SOPClassUID),
             sop_instance_uid=str(dataset.SOPInstanceUID),
