@@ -214,6 +214,7 @@ class ObjectStored(AuditEvent):
     bytes: int
     calling_ae_title: str = ""
     association: int = 0
+    received_bytes: int = 0  # the data set as received (before de-identification)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,6 +233,7 @@ class ObjectRefused(AuditEvent):
     accession: str = ""
     calling_ae_title: str = ""
     association: int = 0
+    received_bytes: int = 0  # the data set as received, when it could be read
 
     @classmethod
     def of(cls, status: int, reason: str, identity: ObjectIdentity | None, **context: object) -> ObjectRefused:

@@ -39,6 +39,21 @@ def _parser() -> argparse.ArgumentParser:
     with_config("check-config", "validate the configuration, policy and pixel rules, then exit")
     with_config("init", "create the secret key (the one explicit place besides serve's first start) and the spool")
     with_config("show-policy", "print the compiled de-identification policy")
+    preview = with_config("preview", "draw what the pixel stage would mask, and why an object would be refused")
+    preview.add_argument("input", nargs="?", type=Path, metavar="INPUT", help="one DICOM file")
+    preview.add_argument("--all", type=Path, metavar="DIR", help="a contact sheet of every file in DIR instead")
+    preview.add_argument("--output", required=True, type=Path, metavar="PNG", help="image to write")
+    preview.add_argument("--frame", type=int, default=1, metavar="N", help="frame number, 1 = first (default)")
+    stats = with_config("stats", "counts per day and source from the audit log (received, refused by reason, forwarded)")
+    stats.add_argument(
+        "--audit-file", type=Path, action="append", metavar="PATH",
+        help="audit log(s) to read (default: [logging] audit_file and its rotated copies)",
+    )
+    stats.add_argument("--month", metavar="YYYY-MM", help="only this month")
+    stats.add_argument("--from", dest="first", metavar="YYYY-MM-DD", help="first day (inclusive)")
+    stats.add_argument("--to", dest="last", metavar="YYYY-MM-DD", help="last day (inclusive)")
+    stats.add_argument("--utc", action="store_true", help="days in UTC (default: local time)")
+    stats.add_argument("--format", choices=["text", "csv"], default="text")
     spool = with_config("spool", "inspect and act on spool queues and quarantine")
     spool.add_argument("action", choices=["status", "list", "retry", "purge"])
     spool.add_argument("--destination", help="only this destination (default: all)")
@@ -238,6 +253,77 @@ def _spool(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _preview(config: Config, args: argparse.Namespace) -> int:
+    if (args.input is None) == (args.all is None):
+        print("error: give either INPUT or --all DIR", file=sys.stderr)
+        return EXIT_USAGE
+    from dicom_proxy.preview import contact_sheet, preview_image
+
+    engine = _engine(config)
+    if args.all is not None:
+        if not args.all.is_dir():
+            print("error: --all must name a folder", file=sys.stderr)
+            return EXIT_USAGE
+        paths = list(_iter_inputs([args.all]))
+        if not paths:
+            print("error: no files in the --all folder", file=sys.stderr)
+            return EXIT_USAGE
+        sheet, lines = contact_sheet(engine, paths)
+        sheet.save(args.output, format="PNG")
+        print("\n".join(lines))
+        print(f"contact sheet of {len(paths)} object(s): {args.output}")
+        return EXIT_OK
+    if not args.input.is_file():
+        print("error: INPUT does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        image, verdict = preview_image(engine, args.input, args.frame)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    image.save(args.output, format="PNG")
+    for item in verdict.boxes:
+        b = item.box
+        print(f"mask {item.source}: x={b.left} y={b.top} width={b.right - b.left} height={b.bottom - b.top}")
+    print(f"refused {verdict.refusal}" if verdict.refusal else "would be forwarded")
+    print(f"preview ({image.width}x{image.height}): {args.output}")
+    return EXIT_OK
+
+
+def _stats(config: Config, args: argparse.Namespace) -> int:
+    import calendar
+    from datetime import date
+
+    from dicom_proxy.stats import build_report, format_csv, format_text, read_records
+
+    paths: list[Path] = args.audit_file or []
+    if not paths and config.logging.audit_file is not None:
+        audit_file = config.logging.audit_file
+        # Rotated copies (audit.jsonl.1, audit.jsonl.2.gz, ...) first: oldest lines first.
+        paths = [*sorted(audit_file.parent.glob(audit_file.name + ".*"), reverse=True), audit_file]
+        paths = [p for p in paths if p.is_file()]
+    if not paths:
+        print("error: no audit log: set [logging] audit_file or give --audit-file", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        first = date.fromisoformat(args.first) if args.first else None
+        last = date.fromisoformat(args.last) if args.last else None
+        if args.month:
+            year, month = (int(part) for part in args.month.split("-"))
+            first = date(year, month, 1)
+            last = date(year, month, calendar.monthrange(year, month)[1])
+    except ValueError:
+        print("error: dates are YYYY-MM-DD, months YYYY-MM", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        report = build_report(read_records(paths), first, last, utc=args.utc)
+    except OSError as exc:
+        print(f"error: cannot read the audit log ({exc.strerror})", file=sys.stderr)
+        return EXIT_USAGE
+    print(format_csv(report) if args.format == "csv" else format_text(report), end="" if args.format == "csv" else "\n")
+    return EXIT_OK
+
+
 _COMMANDS = {
     "serve": _serve,
     "deidentify": _deidentify,
@@ -245,4 +331,6 @@ _COMMANDS = {
     "init": _init,
     "show-policy": _show_policy,
     "spool": _spool,
+    "preview": _preview,
+    "stats": _stats,
 }

@@ -142,9 +142,32 @@ class SpoolConfig:
 
 
 @dataclass(frozen=True)
+class AuditMessagesConfig:
+    """DICOM audit messages (PS3.15 A.5) to a syslog collector: RFC 5424 over UDP or TLS."""
+
+    host: str
+    port: int
+    transport: Literal["udp", "tls"] = "udp"
+    ca_file: Path | None = None
+    certificate_file: Path | None = None
+    private_key_file: Path | None = None
+    enterprise_site_id: str = ""
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     audit_file: Path | None = None
+    audit_messages: AuditMessagesConfig | None = None
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics and the status page (one HTTP port); off unless [metrics] is present."""
+
+    enabled: bool = False
+    bind: str = "127.0.0.1"
+    port: int = 9464
 
 
 @dataclass(frozen=True)
@@ -155,6 +178,7 @@ class Config:
     spool: SpoolConfig
     logging: LoggingConfig
     source: Path | None = None
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 def read_toml(path: Path, label: str | None = None) -> dict[str, Any]:
@@ -224,15 +248,16 @@ def load_recipients(config: EncryptionConfig, key: str, problems: list[str]) -> 
 def parse_config(raw: dict[str, Any]) -> Config:
     """Validate a parsed TOML document; raise ConfigError listing every problem."""
     reader = _Reader()
-    reader.unknown_keys("", raw, {"node", "destinations", "deidentify", "spool", "logging"})
+    reader.unknown_keys("", raw, {"node", "destinations", "deidentify", "spool", "logging", "metrics"})
     node = _parse_node(reader, reader.table("node", raw.get("node", {})))
     destinations = _parse_destinations(reader, raw.get("destinations"))
     deidentify = _parse_deidentify(reader, reader.table("deidentify", raw.get("deidentify", {})))
     spool = _parse_spool(reader, reader.table("spool", raw.get("spool", {})))
     logging_ = _parse_logging(reader, reader.table("logging", raw.get("logging", {})))
+    metrics = _parse_metrics(reader, reader.table("metrics", raw["metrics"])) if "metrics" in raw else MetricsConfig()
     if reader.problems:
         raise ConfigError(reader.problems)
-    return Config(node, destinations, deidentify, spool, logging_)
+    return Config(node, destinations, deidentify, spool, logging_, metrics=metrics)
 
 
 class _Reader:
@@ -511,9 +536,54 @@ def _parse_spool(r: _Reader, t: dict[str, Any]) -> SpoolConfig:
 
 
 def _parse_logging(r: _Reader, t: dict[str, Any]) -> LoggingConfig:
-    r.unknown_keys("logging.", t, {"level", "audit_file"})
+    r.unknown_keys("logging.", t, {"level", "audit_file", "audit_messages"})
     level = r.choice("logging.level", t, "level", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+    messages = t.get("audit_messages")
     return LoggingConfig(
         level=level,  # type: ignore[arg-type]
         audit_file=r.path("logging.audit_file", t, "audit_file", None),
+        audit_messages=None
+        if messages is None
+        else _parse_audit_messages(r, r.table("logging.audit_messages", messages)),
     )
+
+
+def _parse_audit_messages(r: _Reader, t: dict[str, Any]) -> AuditMessagesConfig:
+    key = "logging.audit_messages."
+    r.unknown_keys(
+        key,
+        t,
+        {"host", "port", "transport", "ca_file", "certificate_file", "private_key_file", "enterprise_site_id"},
+    )
+    host = r.string(key + "host", t, "host", "")
+    if not host:
+        r.fail(key + "host", "required: the syslog collector's host name or address")
+    transport = r.choice(key + "transport", t, "transport", "udp", ("udp", "tls"))
+    # RFC 5426: syslog over UDP on 514; RFC 5425: over TLS on 6514.
+    port = r.integer(key + "port", t, "port", 6514 if transport == "tls" else 514, 1, 65535)
+    files: dict[str, Path | None] = {}
+    for name in ("ca_file", "certificate_file", "private_key_file"):
+        path = r.path(key + name, t, name, None)
+        if path is not None and transport != "tls":
+            r.fail(key + name, 'only used with transport = "tls"')
+        elif path is not None and not path.is_file():
+            r.fail(key + name, "file not found")
+        files[name] = path
+    if (files["certificate_file"] is None) != (files["private_key_file"] is None):
+        r.fail(key + "certificate_file", "certificate_file and private_key_file go together")
+    return AuditMessagesConfig(
+        host=host,
+        port=port,
+        transport=transport,  # type: ignore[arg-type]
+        enterprise_site_id=r.string(key + "enterprise_site_id", t, "enterprise_site_id", ""),
+        **files,
+    )
+
+
+def _parse_metrics(r: _Reader, t: dict[str, Any]) -> MetricsConfig:
+    d = MetricsConfig()
+    r.unknown_keys("metrics.", t, {"bind", "port"})
+    bind = r.string("metrics.bind", t, "bind", d.bind)
+    if not bind:
+        r.fail("metrics.bind", "must not be empty")
+    return MetricsConfig(enabled=True, bind=bind, port=r.integer("metrics.port", t, "port", d.port, 0, 65535))

@@ -63,22 +63,25 @@ class StorePipeline:
     def store(self, received: ReceivedObject, caller: Caller = Caller()) -> StoreOutcome:
         engine = self.engine  # one engine for the whole object, even if a reload happens now
         identity: ObjectIdentity | None = None
+        size = len(received.dataset_bytes)
         try:
             self.spool.check_capacity(len(received.dataset_bytes))
             result = engine.deidentify_received(received)
             identity = result.identity
             self.spool.store(result)
         except SpoolFull as exc:
-            return _refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), identity, caller)
+            return _refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), identity, caller, size)
         except Refused as exc:
-            return _refuse(exc.status, exc.reason, exc.identity, caller)
+            return _refuse(exc.status, exc.reason, exc.identity, caller, size)
         except OSError as exc:
             # Disk trouble while spooling: the sender should try again later.
-            return _refuse(StoreStatus.OUT_OF_RESOURCES, f"spool write failed ({exc.strerror})", identity, caller)
+            reason = f"spool write failed ({exc.strerror})"
+            return _refuse(StoreStatus.OUT_OF_RESOURCES, reason, identity, caller, size)
         except Exception as exc:  # fail closed on anything unexpected
             # Type only: a traceback or message may quote a value of the object.
             log.error("unexpected error while processing an object (%s)", type(exc).__name__)
-            return _refuse(StoreStatus.PROCESSING_FAILURE, f"unexpected {type(exc).__name__}", identity, caller)
+            reason = f"unexpected {type(exc).__name__}"
+            return _refuse(StoreStatus.PROCESSING_FAILURE, reason, identity, caller, size)
         known = result.identity or ObjectIdentity()
         audit.emit(
             audit.ObjectStored(
@@ -90,15 +93,23 @@ class StorePipeline:
                 bytes=result.size,
                 calling_ae_title=caller.calling_ae_title,
                 association=caller.association,
+                received_bytes=size,
             )
         )
         return StoreOutcome(StoreStatus.SUCCESS)
 
 
-def _refuse(status: StoreStatus, reason: str, identity: ObjectIdentity | None, caller: Caller) -> StoreOutcome:
+def _refuse(
+    status: StoreStatus, reason: str, identity: ObjectIdentity | None, caller: Caller, received_bytes: int = 0
+) -> StoreOutcome:
     audit.emit(
         audit.ObjectRefused.of(
-            int(status), reason, identity, calling_ae_title=caller.calling_ae_title, association=caller.association
+            int(status),
+            reason,
+            identity,
+            calling_ae_title=caller.calling_ae_title,
+            association=caller.association,
+            received_bytes=received_bytes,
         )
     )
     return StoreOutcome(status, reason)

@@ -17,6 +17,7 @@ import time
 import warnings
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from pydicom import config as pydicom_config
 from pynetdicom.transport import ThreadedAssociationServer
@@ -24,9 +25,16 @@ from pynetdicom.transport import ThreadedAssociationServer
 from dicom_proxy import audit, preflight, sdnotify
 from dicom_proxy.config import Config, ConfigError, load_config
 from dicom_proxy.deidentify import Engine
+from dicom_proxy.deidentify.engine import EngineObserver
 from dicom_proxy.forward import WorkSignal, run_forwarders
 from dicom_proxy.receive import StorePipeline, start_server
 from dicom_proxy.spool import Spool
+
+if TYPE_CHECKING:
+    from dicom_proxy.atna import AuditMessageSink
+    from dicom_proxy.metrics import Metrics
+    from dicom_proxy.web.activity import RecentActivity
+    from dicom_proxy.web.server import StatusServer
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +61,59 @@ def configure_logging(level: str) -> None:
     warnings.simplefilter("ignore")
 
 
-def build_engine(config: Config, node_key: preflight.NodeKey | None = None) -> Engine:
-    """An engine for `config` with `node_key`, or with the configured key (read, never created)."""
-    return Engine(config.deidentify, (node_key or preflight.read_key(config)).key)
+def build_engine(
+    config: Config, node_key: preflight.NodeKey | None = None, observer: EngineObserver | None = None
+) -> Engine:
+    """An engine for `config` with `node_key`, or with the configured key (read, never created);
+    `observer` gets stage timings and mask sources (the metrics)."""
+    return Engine(config.deidentify, (node_key or preflight.read_key(config)).key, observer)
+
+
+class Observability:
+    """The metrics of both processes and the receiver's recent activity ([metrics] on)."""
+
+    def __init__(self, destinations: list[str]) -> None:
+        from dicom_proxy import metrics
+        from dicom_proxy.web.activity import RecentActivity
+
+        self.directory = metrics.use_multiprocess_directory()
+        self.metrics: Metrics = metrics.Metrics()
+        self.metrics.declare_destinations(destinations)
+        self.activity: RecentActivity = RecentActivity()
+        self.server: StatusServer | None = None
+        # Registered before the forwarder process is forked: it counts into its own files.
+        self.sinks: tuple[audit.Sink, ...] = (metrics.MetricsSink(self.metrics), self.activity)
+        for sink in self.sinks:
+            audit.add_sink(sink)
+
+    def start_server(self, config: Config, spool: Spool, dicom_address: str, key_fingerprint: str) -> None:
+        from dicom_proxy.web.server import start_status_server
+
+        self.server = start_status_server(config, spool, self.directory, self.activity, dicom_address, key_fingerprint)
+        host, port = self.server.server_address[:2]
+        log.info("metrics and status page on http://%s:%d/", host, port)
+
+    def stop(self) -> None:
+        from dicom_proxy.metrics import remove_multiprocess_directory
+
+        if self.server is not None:
+            self.server.stop()
+        for sink in self.sinks:
+            audit.remove_sink(sink)
+        remove_multiprocess_directory(self.directory)
+
+
+def _audit_message_sink(config: Config) -> AuditMessageSink | None:
+    """DICOM audit messages ([logging.audit_messages]); registered before the forwarder forks."""
+    if config.logging.audit_messages is None:
+        return None
+    from dicom_proxy.atna import AuditMessageSink
+
+    bind = config.node.bind
+    address = "" if bind in ("0.0.0.0", "::", "") else bind
+    sink = AuditMessageSink(config.logging.audit_messages, config.node.ae_title, address)
+    audit.add_sink(sink)
+    return sink
 
 
 class Node:
@@ -72,10 +130,16 @@ class Node:
         self.work_signal = WorkSignal()
         names = [d.name for d in config.destinations]
         self.spool = Spool(config.spool, names, on_store=self.work_signal.notify)
-        self.pipeline = StorePipeline(build_engine(config, self.node_key), self.spool)
+        self.observability = Observability(names) if config.metrics.enabled else None
+        self.audit_messages = _audit_message_sink(config)
+        self.pipeline = StorePipeline(build_engine(config, self.node_key, self._observer), self.spool)
         self.forward_process: BaseProcess | None = None
         self.server: ThreadedAssociationServer | None = None
         self.stopped = threading.Event()
+
+    @property
+    def _observer(self) -> EngineObserver | None:
+        return self.observability.metrics if self.observability is not None else None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -105,6 +169,9 @@ class Node:
             self.stop_forwarders(0.0)
             raise ConfigError([preflight.listen_error(self.config.node, exc)]) from None
         host, port = self.address
+        if self.observability is not None:
+            address = f"{self.config.node.ae_title}@{host}:{port}"
+            self.observability.start_server(self.config, self.spool, address, self.node_key.fingerprint)
         log.info(
             "dicom-proxy ready: AE %s listening on %s:%d (secret key fingerprint %s)",
             self.config.node.ae_title,
@@ -128,6 +195,8 @@ class Node:
         context = multiprocessing.get_context("fork")
         # A restarted forwarder is forked while the SCP listens: it must not keep the port.
         inherited = [self.server.socket.fileno()] if self.server is not None and self.server.socket else []
+        if self.observability is not None and self.observability.server is not None:
+            inherited.append(self.observability.server.socket.fileno())
         process = context.Process(
             target=_forward_main,
             args=(self.config, self.work_signal, os.getpid(), inherited),
@@ -158,7 +227,7 @@ class Node:
                     [(f"{preflight.KEY_PATH}: the key changed (fingerprint {node_key.fingerprint}, running with "
                      f"{self.node_key.fingerprint}); restart the node to use another key")]
                 )
-            engine = build_engine(config, node_key)
+            engine = build_engine(config, node_key, self._observer)
         except ConfigError as exc:
             for problem in exc.problems:
                 audit.emit(audit.ReloadRejected(reason=f"reload rejected, keeping the current policy: {problem}"))
@@ -166,12 +235,13 @@ class Node:
         except Exception as exc:
             audit.emit(audit.ReloadRejected(reason=f"reload rejected, keeping the current policy: {exc}"))
             return
-        if (config.node, config.destinations, config.spool) != (
+        if (config.node, config.destinations, config.spool, config.metrics) != (
             self.config.node,
             self.config.destinations,
             self.config.spool,
+            self.config.metrics,
         ):
-            log.warning("reload: [node], [[destinations]] and [spool] changes take effect on restart")
+            log.warning("reload: [node], [[destinations]], [spool] and [metrics] changes take effect on restart")
         self.pipeline.engine = engine
         log.info("reload: policy and pixel rules reloaded")
         audit.emit(audit.ConfigReloaded(key_fingerprint=engine.key_fingerprint))
@@ -191,7 +261,12 @@ class Node:
                     assoc.abort()
         dimse_timeout = max((d.dimse_timeout for d in self.config.destinations if d.type == "dicom"), default=0.0)
         self.stop_forwarders(drain_seconds + dimse_timeout)
+        if self.observability is not None:
+            self.observability.stop()
         audit.emit(audit.NodeStopped())
+        if self.audit_messages is not None:
+            self.audit_messages.sender.flush()
+            audit.remove_sink(self.audit_messages)
 
     def stop_forwarders(self, timeout: float) -> None:
         """SIGTERM the forwarder process, wait up to `timeout`, then kill it."""

@@ -62,6 +62,12 @@ def entry_uids(name: str) -> tuple[str, str]:
     return "", parts[-1] if len(parts) == 4 else ""
 
 
+def queued_at(entry_name: str) -> float | None:
+    """When an entry was spooled (seconds since the epoch), read from its name (see store())."""
+    stamp = entry_name[:20]
+    return int(stamp) / 1e9 if stamp.isdigit() else None
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

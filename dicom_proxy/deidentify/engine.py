@@ -14,7 +14,12 @@ The stage order, in one place (DESIGN.md): plan -> pixels -> tags -> verify.
 from __future__ import annotations
 
 import dataclasses
+import enum
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from pydicom.dataset import Dataset
 
@@ -36,16 +41,35 @@ from dicom_proxy.secret import fingerprint
 _REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 
 
+class Stage(enum.Enum):
+    """The engine's stages, in order, as timed for the metrics."""
+
+    PLAN = "plan"
+    PIXELS = "pixels"
+    TAGS = "tags"
+    ENCODE = "encode"
+    VERIFY = "verify"
+
+
+class EngineObserver(Protocol):
+    """Receives timings and mask sources (rule names, detector names: never values)."""
+
+    def stage_finished(self, stage: Stage, seconds: float) -> None: ...
+
+    def pixels_masked(self, sources: tuple[str, ...]) -> None: ...
+
+
 class Engine:
     """De-identify data sets with one policy and one secret key.
 
     Thread-safe: the policy is frozen and all per-object state lives in a per-call Context.
     """
 
-    def __init__(self, config: DeidentifyConfig, key: bytes) -> None:
+    def __init__(self, config: DeidentifyConfig, key: bytes, observer: EngineObserver | None = None) -> None:
         self.config = config
         self._key = key
         self.key_fingerprint = fingerprint(key)
+        self._observer = observer
         # load_config compiled the policy once; a hand-built config (tests, library use) not yet.
         if config.policy is not None:
             self.policy: Policy = config.policy
@@ -54,6 +78,11 @@ class Engine:
             self.policy = compile_policy(names, config.overrides_file, config.unlisted_attributes)
         self._pixels = PixelCleaner(config.pixels)
         self._encryptor = _encryptor(config)
+
+    @property
+    def pixel_cleaner(self) -> PixelCleaner:
+        """The pixel stage, for `preview` (what it would mask without changing anything)."""
+        return self._pixels
 
     def deidentify_received(self, received: ReceivedObject) -> DeidentifiedObject:
         dataset = codec.decode_received(received.dataset_bytes, received.transfer_syntax_uid)
@@ -88,19 +117,26 @@ class Engine:
             if element is None or not str(element.value):
                 raise Refused(f"{keyword} missing")
         originals = self._encryptor.snapshot(dataset) if self._encryptor is not None else None
-        context = make_plan(dataset, self.policy, self._key)
-        outcome = self._pixels.clean(dataset)
-        strip_side_channels(dataset)
-        apply_tags(dataset, context, overlays_cleaned=getattr(outcome, "overlays_cleaned", False))
-        record(dataset, context, outcome.cleaned)
-        protected = None
-        if self._encryptor is not None and originals is not None:
-            protected = self._encryptor.protect(dataset, originals)
-        try:
-            encoded = codec.encode(dataset)
-        except Exception as exc:
-            raise Refused(f"cannot encode output ({type(exc).__name__})") from None
-        verify(without_encrypted_content(encoded, protected, dataset).searchable(), dataset, context)
+        with self._timed(Stage.PLAN):
+            context = make_plan(dataset, self.policy, self._key)
+        with self._timed(Stage.PIXELS):
+            outcome = self._pixels.clean(dataset)
+            strip_side_channels(dataset)
+        if outcome.cleaned and self._observer is not None:
+            self._observer.pixels_masked(tuple(f"rule:{name}" for name in outcome.rules))
+        with self._timed(Stage.TAGS):
+            apply_tags(dataset, context, overlays_cleaned=getattr(outcome, "overlays_cleaned", False))
+            record(dataset, context, outcome.cleaned)
+            protected = None
+            if self._encryptor is not None and originals is not None:
+                protected = self._encryptor.protect(dataset, originals)
+        with self._timed(Stage.ENCODE):
+            try:
+                encoded = codec.encode(dataset)
+            except Exception as exc:
+                raise Refused(f"cannot encode output ({type(exc).__name__})") from None
+        with self._timed(Stage.VERIFY):
+            verify(without_encrypted_content(encoded, protected, dataset).searchable(), dataset, context)
         return DeidentifiedObject(
             sop_class_uid=str(dataset.SOPClassUID),
             sop_instance_uid=str(dataset.SOPInstanceUID),
@@ -109,6 +145,18 @@ class Engine:
             transfer_syntax_uid=str(dataset.file_meta.TransferSyntaxUID),
             parts=encoded.parts,
         )
+
+    @contextmanager
+    def _timed(self, stage: Stage) -> Iterator[None]:
+        """Time one stage for the observer (also when it refuses: refusals cost time too)."""
+        if self._observer is None:
+            yield
+            return
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._observer.stage_finished(stage, time.perf_counter() - start)
 
 
 def _encryptor(config: DeidentifyConfig) -> AttributeEncryptor | None:
