@@ -24,7 +24,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 
-from dicom_proxy import audit
+from dicom_proxy import audit, reception
 from dicom_proxy.config import Config, DestinationConfig, DicomDestination, FolderDestination, NodeConfig
 from dicom_proxy.deidentify.pixels import CODEC_LOCK
 from dicom_proxy.deidentify.pixels.bigendian import to_little_endian
@@ -208,7 +208,7 @@ class DicomSender(Sender):
             d.port,
             ae_title=d.ae_title,
             max_pdu=d.maximum_pdu_size,
-            evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay)],
+            evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay), (evt.EVT_CONN_OPEN, reception.adopt_requestor)],
         )
         if not assoc.is_established:
             why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "failed"

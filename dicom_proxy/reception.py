@@ -195,14 +195,24 @@ class EventDrivenAssociation(Association):
 
     def _run_reactor(self) -> None:
         """Serve DIMSE messages until released, aborted, the DUL stops or the idle timer expires
-        (the checks and their order are pynetdicom's, PS3.7 and PS3.8 9.2)."""
-        self._is_paused = False
+        (the checks and their order are pynetdicom's, PS3.7 and PS3.8 9.2).
+
+        pynetdicom's send_* methods pause this loop (clear the checkpoint, then wait until
+        `_is_paused`) so that it does not take their responses off the queue. pynetdicom's own
+        loop has a window where a send sees `_is_paused` true although the loop has already
+        passed the checkpoint; it then swallows the response ("Received unexpected C-STORE
+        service message") and the send waits for the DIMSE timeout. Here the loop counts as
+        paused only while it cannot reach the queue, and looks at the checkpoint again after
+        leaving that state.
+        """
         while not self._kill:
+            self._is_paused = True
             self._activity.wait(IDLE_WAKE)
             self._activity.clear()
-            self._is_paused = True
             self._reactor_checkpoint.wait()
             self._is_paused = False
+            if not self._reactor_checkpoint.is_set():
+                continue  # a send paused us between the two lines above: go back to paused
             context_id, message = self.dimse.get_msg(block=False)
             if message:
                 self._serve_request(message, cast(int, context_id))
@@ -237,6 +247,21 @@ class EventDrivenAssociation(Association):
                     self.abort()
                 self.kill()
                 return
+
+
+def adopt_requestor(event: evt.Event) -> None:
+    """EVT_CONN_OPEN handler for associations we request (the forwarders): from now on their
+    association reactor is the one above, without pynetdicom's pause race. Their DUL keeps
+    polling: it is already running when the connection opens."""
+    assoc = event.assoc
+    if assoc.is_acceptor or isinstance(assoc, EventDrivenAssociation):
+        return
+    activity = threading.Event()
+    assoc._activity = activity  # type: ignore[attr-defined]  # before the class switch
+    # DIMSE messages only flow once the association is established, after this event; the
+    # DUL's to_user_queue is in use for the negotiation and stays (a poll every IDLE_WAKE).
+    assoc.dimse.msg_queue = _SignallingQueue(activity.set)
+    assoc.__class__ = EventDrivenAssociation
 
 
 class _EventDrivenRequestHandler(RequestHandler):

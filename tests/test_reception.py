@@ -120,3 +120,27 @@ def test_idle_association_is_aborted_after_the_network_timeout(tmp_path: Path) -
         assert assoc.is_established
         assert aborted.wait(10), "the node did not end the idle association"
         assert wait_until(lambda: not server.active_associations, 10)
+
+
+def test_requestor_adopted_on_connection_gets_every_store_response(tmp_path: Path) -> None:
+    """The forwarders' associations: switched to the race-free reactor when the connection
+    opens; every C-STORE gets its own response (none swallowed by the reactor)."""
+    from pydicom import dcmread
+
+    from tests.netpeers import StoreSCP, free_port
+
+    corpus = write_corpus(tmp_path / "corpus", patients=1, series_per_study=1, images_per_series=30)
+    port = free_port()
+    with StoreSCP(tmp_path / "archive", port) as archive:
+        ae = AE(ae_title="FORWARDER")
+        ae.add_requested_context(CTImageStorage)
+        assoc = ae.associate(
+            "127.0.0.1", port, ae_title="ARCHIVE", evt_handlers=[(evt.EVT_CONN_OPEN, reception.adopt_requestor)]
+        )
+        assert assoc.is_established
+        assert isinstance(assoc, reception.EventDrivenAssociation)
+        statuses = [int(assoc.send_c_store(dcmread(p)).Status) for p in corpus]
+        assoc.release()
+        assert assoc.is_released
+        assert statuses == [0x0000] * len(corpus)
+        assert len(archive.complete_files(len(corpus))) == len(corpus)
