@@ -142,7 +142,12 @@ def _tls(work: Path) -> Feature:
     )
 
 
-FEATURES: dict[str, Callable[[Path], Feature]] = {"detect": _detect, "tls": _tls}
+def _inproc(work: Path) -> Feature:
+    """De-identify in the receiving process (node.worker_processes = 0), for comparison."""
+    return Feature({"node": {"worker_processes": 0}})
+
+
+FEATURES: dict[str, Callable[[Path], Feature]] = {"detect": _detect, "tls": _tls, "inproc": _inproc}
 _DETECTION_OFF: dict[str, Any] = {"deidentify": {"pixels": {"detect": "off"}}}
 
 

@@ -51,6 +51,7 @@ class NodeConfig:
     network_timeout: float = 60.0
     maximum_pdu_size: int = 0  # 0: no limit (PS3.8 D.1); what we advertise to senders
     max_object_bytes: int = 4 * 1024**3  # larger data sets abort the association (bounded memory)
+    worker_processes: int | None = None  # de-identification processes; None: one per core
 
 
 @dataclass(frozen=True)
@@ -366,7 +367,7 @@ def _parse_node(r: _Reader, t: dict[str, Any]) -> NodeConfig:
         t,
         {
             "ae_title", "bind", "port", "allowed_calling_ae_titles", "max_associations", "maximum_pdu_size",
-            "max_object_bytes", *_TIMEOUT_KEYS,
+            "max_object_bytes", "worker_processes", *_TIMEOUT_KEYS,
         },
     )
     ae_title = r.ae_title("node.ae_title", t, "ae_title", d.ae_title)
@@ -387,6 +388,9 @@ def _parse_node(r: _Reader, t: dict[str, Any]) -> NodeConfig:
         network_timeout=r.number("node.network_timeout", t, "network_timeout", d.network_timeout),
         maximum_pdu_size=r.integer("node.maximum_pdu_size", t, "maximum_pdu_size", d.maximum_pdu_size, 0, 2**32 - 1),
         max_object_bytes=r.integer("node.max_object_bytes", t, "max_object_bytes", d.max_object_bytes, 1024, 2**40),
+        worker_processes=(
+            r.integer("node.worker_processes", t, "worker_processes", 0, 0, 256) if "worker_processes" in t else None
+        ),
     )
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from pydicom import config as pydicom_config
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicom_proxy import audit, preflight, sdnotify
+from dicom_proxy import audit, preflight, sdnotify, workers
 from dicom_proxy.config import Config, ConfigError, load_config
 from dicom_proxy.deidentify import Engine
 from dicom_proxy.deidentify.engine import EngineObserver
@@ -142,6 +142,11 @@ class Node:
         return self.observability.metrics if self.observability is not None else None
 
     @property
+    def worker_processes(self) -> int:
+        configured = self.config.node.worker_processes
+        return workers.default_processes() if configured is None else configured
+
+    @property
     def address(self) -> tuple[str, int]:
         assert self.server is not None
         host, port = self.server.server_address[:2]
@@ -163,6 +168,7 @@ class Node:
             raise ConfigError([problem])
         # Fork before any thread exists in this process.
         self.start_forwarders()
+        self.pipeline.engine = workers.with_workers(self.pipeline.engine, self.worker_processes)
         try:
             self.server = start_server(self.config.node, self.pipeline)
         except OSError as exc:  # lost a race for the port since the probe
@@ -242,7 +248,8 @@ class Node:
             self.config.metrics,
         ):
             log.warning("reload: [node], [[destinations]], [spool] and [metrics] changes take effect on restart")
-        self.pipeline.engine = engine
+        previous, self.pipeline.engine = self.pipeline.engine, workers.with_workers(engine, self.worker_processes)
+        workers.close(previous)  # after its objects in progress
         log.info("reload: policy and pixel rules reloaded")
         audit.emit(audit.ConfigReloaded(key_fingerprint=engine.key_fingerprint))
 
@@ -259,6 +266,7 @@ class Node:
             for assoc in associations:
                 if assoc.is_alive():
                     assoc.abort()
+        workers.close(self.pipeline.engine)
         dimse_timeout = max((d.dimse_timeout for d in self.config.destinations if d.type == "dicom"), default=0.0)
         self.stop_forwarders(drain_seconds + dimse_timeout)
         if self.observability is not None:
