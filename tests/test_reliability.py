@@ -86,7 +86,8 @@ def _processes_using(config: Path) -> list[int]:
 def test_forwarder_process_is_restarted_if_it_dies(tmp_path: Path) -> None:
     corpus = write_corpus(tmp_path / "corpus", patients=1, series_per_study=1, images_per_series=3)
     archive_port = free_port()
-    with _proxy(tmp_path, [dicom_destination("research", archive_port)]) as proxy:
+    # No de-identification workers: the forwarder is then the node's only child process.
+    with _proxy(tmp_path, [dicom_destination("research", archive_port)], node={"worker_processes": 0}) as proxy:
         assert proxy.process is not None
         children = [pid for pid in _processes_using(tmp_path / "proxy.toml") if pid != proxy.process.pid]
         assert len(children) == 1
