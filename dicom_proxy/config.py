@@ -133,6 +133,11 @@ class DeidentifyConfig:
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     # Table E.1-1 + options + overrides_file, compiled by load_config (None: the Engine compiles).
     policy: Policy | None = None
+    # Free text cleaned (action C): "clean" removes what is identifying, "allowlist" keeps only
+    # descriptor vocabulary words and numbers (README "Free text").
+    text: Literal["clean", "allowlist"] = "clean"
+    # Extra descriptor words for "allowlist" (the site's languages), one or more per line.
+    vocabulary_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -215,7 +220,10 @@ def load_deidentify_files(config: DeidentifyConfig, key: str, problems: list[str
     policy = None
     try:
         policy = compile_policy(
-            [option.value for option in config.options], config.overrides_file, config.unlisted_attributes
+            [option.value for option in config.options],
+            config.overrides_file,
+            config.unlisted_attributes,
+            config.text,
         )
     except ConfigError as exc:
         # Overrides problems name "deidentify.overrides_file"; a profile has its own key path.
@@ -470,7 +478,12 @@ def _parse_deidentify(r: _Reader, t: dict[str, Any], key: str = "deidentify") ->
     """`[deidentify]` (and, with another `key`, the same keys of a profile)."""
     d = DeidentifyConfig()
     r.unknown_keys(
-        f"{key}.", t, {"secret_key_file", "options", "overrides_file", "unlisted_attributes", "pixels", "encryption"}
+        f"{key}.",
+        t,
+        {
+            "secret_key_file", "options", "overrides_file", "unlisted_attributes", "pixels", "encryption", "text",
+            "vocabulary_file",
+        },
     )
     names = r.strings(f"{key}.options", t, "options", ())
     options: list[Option] = []
@@ -495,7 +508,18 @@ def _parse_deidentify(r: _Reader, t: dict[str, Any], key: str = "deidentify") ->
         unlisted_attributes=unlisted,  # type: ignore[arg-type]
         pixels=_parse_pixels(r, r.table(f"{key}.pixels", t.get("pixels", {})), f"{key}.pixels"),
         encryption=_parse_encryption(r, r.table(f"{key}.encryption", t.get("encryption", {})), f"{key}.encryption"),
+        text=r.choice(f"{key}.text", t, "text", d.text, ("clean", "allowlist")),  # type: ignore[arg-type]
+        vocabulary_file=_existing_file(
+            r, f"{key}.vocabulary_file", r.path(f"{key}.vocabulary_file", t, "vocabulary_file", None)
+        ),
     )
+
+
+def _existing_file(r: _Reader, key: str, path: Path | None) -> Path | None:
+    if path is not None and not path.is_file():
+        r.fail(key, "file not found")
+        return None
+    return path
 
 
 def _parse_encryption(r: _Reader, t: dict[str, Any], key: str) -> EncryptionConfig:

@@ -99,3 +99,11 @@ def round_trip(ds: Dataset) -> Dataset:
     buffer = BytesIO()
     ds.save_as(buffer, enforce_file_format=False, implicit_vr=False, little_endian=True)
     return dcmread(BytesIO(buffer.getvalue()), force=True)
+
+
+def item_with(**attributes: object) -> Dataset:
+    """A sequence item with the given attributes."""
+    result = Dataset()
+    for keyword, value in attributes.items():
+        setattr(result, keyword, value)
+    return result

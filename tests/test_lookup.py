@@ -7,7 +7,7 @@ from io import BytesIO
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from dicom_proxy.deidentify.lookup import VR_MISMATCH, cheap_elements
+from dicom_proxy.policy.resolve import VR_MISMATCH, cheap_elements
 from tests.dicomfactory import ct_dataset, engine, read
 
 SECRET = "DOB 1957-04-02 tel 555-123-4567"

@@ -12,8 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from dicom_proxy.deidentify.dates import shift_da
-from dicom_proxy.deidentify.plan import patient_identity
-from dicom_proxy.deidentify.pseudonyms import date_offset_days
+from dicom_proxy.deidentify.pseudonyms import PatientIdentity, date_offset_days
 from dicom_proxy.deidentify.uids import pseudonymous_uid
 from dicom_proxy.policy import Action, compile_policy, parse_action, table_rows
 from tests.dicomfactory import KEY, ct_dataset, engine, read
@@ -32,10 +31,31 @@ TEXT = "CHEST Winifred Holloway 5550199"  # the name of ct_dataset's patient
 BINARY = b"MARISOLQUINTERO!"
 
 _VALUES: dict[str, Any] = {
-    "PN": NAME, "LO": TEXT, "SH": "MQ5550199", "ST": TEXT, "LT": TEXT, "UT": TEXT, "UC": TEXT,
-    "CS": "QUINTERO", "AE": "QUINTERO_AE", "AS": "047Y", "DA": "20190723", "DT": "20190723101500",
-    "TM": "101500", "UI": UID, "DS": "71.5", "IS": "47", "US": 47, "SS": 47, "UL": 47, "FL": 1.5,
-    "FD": 1.5, "UR": "http://example.org/quintero", "OB": BINARY, "OW": BINARY, "UN": BINARY,
+    "PN": NAME,
+    "LO": TEXT,
+    "SH": "MQ5550199",
+    "ST": TEXT,
+    "LT": TEXT,
+    "UT": TEXT,
+    "UC": TEXT,
+    "CS": "QUINTERO",
+    "AE": "QUINTERO_AE",
+    "AS": "047Y",
+    "DA": "20190723",
+    "DT": "20190723101500",
+    "TM": "101500",
+    "UI": UID,
+    "DS": "71.5",
+    "IS": "47",
+    "US": 47,
+    "SS": 47,
+    "UL": 47,
+    "FL": 1.5,
+    "FD": 1.5,
+    "UR": "http://example.org/quintero",
+    "OB": BINARY,
+    "OW": BINARY,
+    "UN": BINARY,
 }
 
 
@@ -52,8 +72,11 @@ def _planted(row: dict[str, Any], action: Action | None = None) -> tuple[Dataset
     vr = row["vr"]
     if vr == "SQ":
         item = Dataset()
-        item.add_new(0x00401101 if tag != 0x00401101 else 0x0040A123, "SQ" if tag != 0x00401101 else "PN",
-                     [] if tag != 0x00401101 else NAME)
+        item.add_new(
+            0x00401101 if tag != 0x00401101 else 0x0040A123,
+            "SQ" if tag != 0x00401101 else "PN",
+            [] if tag != 0x00401101 else NAME,
+        )
         item.add_new(0x0040A123, "PN", NAME)  # Person Name: D wherever it is
         item.add_new(0x00081155, "UI", UID)  # Referenced SOP Instance UID: U
         ds.add_new(tag, "SQ", Sequence([item]))
@@ -68,7 +91,7 @@ def _planted(row: dict[str, Any], action: Action | None = None) -> tuple[Dataset
 def _check(row: dict[str, Any], action: Action, options: tuple[str, ...]) -> None:
     ds, tag = _planted(row, action)
     original = ds[tag].value
-    identity = patient_identity(ds)
+    identity = PatientIdentity.of(ds)
     out = read(engine(*options).deidentify(ds).encoded)
     vr = row["vr"]
     if action is Action.REMOVE:

@@ -1,13 +1,28 @@
-"""Clean free text (PS3.15 E.3.5) and dates (E.3.6)."""
+"""Text: the shared normaliser, identifying terms, pattern scrubbing, the three text modes
+(PS3.15 E.3.5), and dates (E.3.6)."""
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dicom_proxy.deidentify.dates import shift_da, shift_dt
-from dicom_proxy.deidentify.text import clean_text, identifier_words
+from dicom_proxy.deidentify.text import Identifiers, TextCleaner, fold
+from dicom_proxy.deidentify.text.codes import standard_meaning
+from dicom_proxy.deidentify.text.vocabulary import Vocabulary, shipped
+from dicom_proxy.policy import TextMode
 
-IDS = frozenset(identifier_words("DOE^JOHN") | identifier_words("MRN123") | identifier_words("Mercy General"))
+
+def _cleaner(*names: str, ids: tuple[str, ...] = ()) -> TextCleaner:
+    identifiers = Identifiers()
+    for name in names:
+        identifiers.add_name(name, "PatientName")
+    for value in ids:
+        identifiers.add_identifier(value, "PatientID", shipped().words)
+    return TextCleaner(identifiers.matcher(), shipped())
 
 
 @pytest.mark.parametrize(
@@ -18,16 +33,127 @@ IDS = frozenset(identifier_words("DOE^JOHN") | identifier_words("MRN123") | iden
         ("scan 2021-03-14 at 14:05", "scan at"),
         ("call 555-123-4567 or x@y.org", "call or"),
         ("ref 1234567 see 12/03/2021", "ref see"),
-        ("Mercy General follow-up", "follow-up"),
+        ("JohnDoe_axial", "axial"),
+        ("J. Doe knee", "knee"),
+        ("Doe, John Q follow-up", "follow-up"),
+        ("DOEJ thorax", "thorax"),
         ("", ""),
     ],
 )
 def test_clean_text(text: str, expected: str) -> None:
-    assert clean_text(text, IDS) == expected
+    assert _cleaner("DOE^JOHN^QUINCY", ids=("MRN123",)).clean(text, TextMode.CLEAN) == expected
 
 
-def test_words_only_for_codes() -> None:
-    assert clean_text("20210314 DOE", IDS, patterns=False) == "20210314"
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("陈^伟", "胸部CT陈伟平扫", "胸部CT 平扫"),
+        ("王^小明", "王小明头颅", "头颅"),
+        ("山田^太郎=やまだ^たろう", "ヤマダタロウ様 胸部", "様 胸部"),
+        ("ﾔﾏﾀﾞ^ﾀﾛｳ", "ヤマダ 腹部", "腹部"),
+        ("MÜLLER^JÜRGEN", "Mueller Juergen knee", "knee"),
+        ("MUELLER^JUERGEN", "Müller Jürgen knee", "knee"),
+        ("Семёнов^Пётр", "Семенов Петр КТ", "КТ"),
+        ("Παπαδόπουλος^Γιώργος", "ΠΑΠΑΔΟΠΟΥΛΟΣ θώρακας", "θώρακας"),
+        ("Yıldırım^Işık", "YILDIRIM ISIK toraks", "toraks"),
+    ],
+)
+def test_names_in_every_script_and_spelling(name: str, text: str, expected: str) -> None:
+    assert _cleaner(name).clean(text, TextMode.CLEAN) == expected
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "11-MAR-1956",
+        "March 11th, 1956",
+        "11.III.1956",
+        "1956年3月11日",
+        "11/03/56",
+        "56-03-11",
+        "11. März 1956",
+        "11 de marzo de 1956",
+        "092Y",
+        "92 year old",
+        "92yo",
+        "aged 92",
+        "92歳",
+    ],
+)
+def test_dates_and_old_ages_in_any_notation(written: str) -> None:
+    assert _cleaner().clean(f"chest {written} CT", TextMode.CLEAN) == "chest CT"
+
+
+def test_young_ages_and_measurements_stay() -> None:
+    assert (
+        _cleaner().clean("45 year old 120kV 512x512 b1000 2.5mm", TextMode.CLEAN)
+        == "45 year old 120kV 512x512 b1000 2.5mm"
+    )
+
+
+def test_titled_names_not_in_the_header() -> None:
+    cleaner = _cleaner()
+    assert (
+        cleaner.clean("read by Dr. Oyelaran per Smith; 5 mg per kg", TextMode.CLEAN) == "read by Dr. per ; 5 mg per kg"
+    )
+    assert cleaner.clean("陈医生 复查", TextMode.CLEAN) == "医生 复查"
+
+
+def test_identifier_runs() -> None:
+    assert _cleaner().clean("order PLC2024-88123 T1W", TextMode.CLEAN) == "order T1W"
+
+
+def test_words_mode_keeps_patterns() -> None:
+    assert _cleaner("DOE^JOHN").clean("20210314 DOE", TextMode.WORDS) == "20210314"
+
+
+def test_allowlist_keeps_descriptor_words_and_numbers() -> None:
+    assert _cleaner().clean("CT chest 5 mm Okafor axial 胸部王", TextMode.ALLOWLIST) == "CT chest 5 mm axial 胸部"
+    site = Vocabulary(["Thorax Schicht"])
+    identifiers = Identifiers()
+    assert (
+        TextCleaner(identifiers.matcher(), site).clean("Thorax Schicht Okafor", TextMode.ALLOWLIST) == "Thorax Schicht"
+    )
+
+
+def test_fold() -> None:
+    assert fold("ＹＡＭＡＤＡ") == "yamada"
+    assert fold(unicodedata.normalize("NFD", "Zoë")) == fold("Zoë") == "zoe"
+    assert fold("ё") == "е" and fold("ı") == "i" and fold("ά") == "α"
+    assert fold("やまだ") == fold("ヤマダ") == fold("ﾔﾏﾀﾞ")
+
+
+def test_known_code_meaning() -> None:
+    assert standard_meaning("DCM", "121071") == "Finding"
+    assert standard_meaning("99LOCAL", "x") is None
+
+
+_SCRIPTS = {
+    "latin": st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÜÉÈ", min_size=5, max_size=10),
+    "cjk": st.text("".join(chr(c) for c in range(0x4E00, 0x4E00 + 400)), min_size=1, max_size=3),
+    "hangul": st.text("".join(chr(c) for c in range(0xAC00, 0xAC00 + 400)), min_size=1, max_size=3),
+    "kana": st.text("".join(chr(c) for c in range(0x30A1, 0x30F6)), min_size=2, max_size=5),
+    "cyrillic": st.text("АБВГДЕЁЖЗИЙКЛМНОПРСТУФХЦЧШЩЭЮЯ", min_size=5, max_size=10),
+    "greek": st.text("ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩΆΈΉΊΌΎΏ", min_size=5, max_size=10),
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    script=st.sampled_from(sorted(_SCRIPTS)),
+    data=st.data(),
+    spaced=st.booleans(),
+    before=st.sampled_from(["CT ", "胸部", "Thorax ", ""]),
+    after=st.sampled_from([" axial", "平扫", " 흉부", ""]),
+)
+def test_random_names_planted_in_text(script: str, data: st.DataObject, spaced: bool, before: str, after: str) -> None:
+    family = data.draw(_SCRIPTS[script])
+    given_name = data.draw(_SCRIPTS[script])
+    separator = " " if spaced else ""
+    text = before + (separator if before else "") + family + separator + given_name + separator + after
+    cleaned = _cleaner(f"{family}^{given_name}").clean(text, TextMode.CLEAN)
+    folded = fold(cleaned)
+    assert fold(family) not in folded and fold(given_name) not in folded
 
 
 def test_shift_dates() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-from dicom_proxy.deidentify.pseudonyms import date_offset_days, patient_id, patient_name
+from dicom_proxy.deidentify.pseudonyms import PatientIdentity, date_offset_days, patient_id, patient_name
 from dicom_proxy.deidentify.uids import is_well_known, map_uid, pseudonymous_uid
 from tests.dicomfactory import KEY, OTHER_KEY
 
@@ -34,13 +34,15 @@ def test_well_known_uids_are_not_remapped() -> None:
 
 
 def test_patient_pseudonyms() -> None:
-    token = patient_id(KEY, "HOSP", "12345")
-    assert token == patient_id(KEY, "HOSP", "12345") != patient_id(KEY, "OTHER", "12345")
+    token = patient_id(KEY, PatientIdentity("HOSP", "12345"))
+    assert (
+        token == patient_id(KEY, PatientIdentity("HOSP", "12345")) != patient_id(KEY, PatientIdentity("OTHER", "12345"))
+    )
     assert len(token) == 16 and token.isalnum()
     assert patient_name(token).startswith("ANON^")
 
 
 def test_date_offset_never_zero() -> None:
-    offsets = {date_offset_days(KEY, f"patient {i}") for i in range(2000)}
+    offsets = {date_offset_days(KEY, PatientIdentity("", f"patient {i}")) for i in range(2000)}
     assert 0 not in offsets and len(offsets) > 1000
     assert all(abs(offset) <= 3650 for offset in offsets)

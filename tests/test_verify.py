@@ -1,51 +1,48 @@
-"""Stage 4: the encoded output is searched for every original identifying string."""
+"""Stage 4: verify parses the output again and searches every value for every original
+identifying value; the only exemption is the very element the policy keeps it in."""
 
 from __future__ import annotations
 
 import pytest
+from pydicom.sequence import Sequence
 
-from dicom_proxy.deidentify.context import Context
+from dicom_proxy.deidentify import codec
+from dicom_proxy.deidentify.plan import make_plan
+from dicom_proxy.deidentify.text.vocabulary import shipped
 from dicom_proxy.deidentify.verify import verify
 from dicom_proxy.models import Refused
 from dicom_proxy.policy import compile_policy
-from tests.dicomfactory import KEY, ct_dataset, engine
+from tests.dicomfactory import KEY, ct_dataset, engine, item_with
 
 
-def _context(**needles: str) -> Context:
-    context = Context(compile_policy(()), KEY, ["iso8859"])
-    context.needles = {value: path for path, value in needles.items()}
-    return context
+def _verify_unchanged(ds: object, *options: str) -> None:
+    """Verify the original object itself (nothing cleaned): every identifying value is a hit."""
+    from pydicom.dataset import Dataset
+
+    assert isinstance(ds, Dataset)
+    context = make_plan(ds, compile_policy(options), KEY, shipped())
+    verify(codec.encode(ds), context)
 
 
-def test_hit_refuses_naming_the_path_only() -> None:
-    ds = ct_dataset()
+def test_original_object_is_refused_naming_paths_only() -> None:
     with pytest.raises(Refused) as info:
-        verify(b"....holloway^winifred....", ds, _context(PatientName="HOLLOWAY^WINIFRED"))
-    assert "PatientName" in info.value.reason and "HOLLOWAY" not in info.value.reason.upper()
+        _verify_unchanged(ct_dataset())
+    assert "HOLLOWAY" not in info.value.reason.upper()
 
 
-def test_short_values_must_stand_alone() -> None:
+def test_name_in_a_nested_item_is_found() -> None:
     ds = ct_dataset()
-    verify(b"SLEEPY", ds, _context(PatientName="LEE"))
-    with pytest.raises(Refused):
-        verify(b"^LEE^", ds, _context(PatientName="LEE"))
+    ds.ContentSequence = Sequence([item_with(TextValue="seen by Winifred")])
+    with pytest.raises(Refused, match="PatientName"):
+        engine("clean_structured_content", "retain_device_identity").deidentify(_with_station(ds, "WINIFRED"))
 
 
-def test_digits_inside_longer_numbers_do_not_count() -> None:
-    ds = ct_dataset()
-    verify(b"2.25.1234520210314999", ds, _context(StudyDate="20210314"))
-    with pytest.raises(Refused):
-        verify(b"DA\x08\x0020210314", ds, _context(StudyDate="20210314"))
+def _with_station(ds: object, value: str) -> object:
+    from pydicom.dataset import Dataset
 
-
-def test_very_short_values_are_not_searched() -> None:
-    verify(b"M 1 F", ct_dataset(), _context(PatientSex="M", Other="1"))
-
-
-def test_generated_values_are_not_hits() -> None:
-    context = _context(ScheduledProcedureStepID="ANON")
-    context.generated.add("ANON^X")
-    verify(b"ANON^X", ct_dataset(), context)
+    assert isinstance(ds, Dataset)
+    ds.StationName = value  # kept by retain_device_identity: the name may not be there
+    return ds
 
 
 def test_engine_refuses_kept_identifier() -> None:
@@ -55,9 +52,34 @@ def test_engine_refuses_kept_identifier() -> None:
         engine("retain_device_identity").deidentify(ds)
 
 
-def test_legitimately_kept_values_are_not_collected() -> None:
+def test_short_and_cjk_names_are_searched() -> None:
     ds = ct_dataset()
-    ds.PatientBirthDate = "20210314"  # same as the (kept) study date
+    ds.PatientName = "陈^伟"
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.StationName = "陈伟CT"
+    with pytest.raises(Refused):
+        engine("retain_device_identity").deidentify(ds)
+
+
+def test_deflated_output_is_searched_inflated() -> None:
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = ct_dataset()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.StationName = "HOLLOWAY"
+    with pytest.raises(Refused):
+        engine("retain_device_identity").deidentify(ds)
+
+
+def test_legitimately_kept_values_are_not_hits() -> None:
+    ds = ct_dataset()
+    ds.SeriesDate = ds.StudyDate  # the same value kept in two elements it came from
     engine("retain_longitudinal_full_dates").deidentify(ds)
+    engine("retain_uids").deidentify(ct_dataset())
+
+
+def test_kept_value_equal_to_a_removed_one_is_refused() -> None:
     ds = ct_dataset()
-    engine("retain_uids").deidentify(ds)
+    ds.PatientBirthDate = "20210314"  # birth date (removed) equals the kept study date
+    with pytest.raises(Refused, match="verify"):
+        engine("retain_longitudinal_full_dates").deidentify(ds)

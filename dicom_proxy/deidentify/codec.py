@@ -67,7 +67,9 @@ def decode_received(dataset_bytes: bytes, transfer_syntax_uid: str) -> Dataset:
             raw = inflater.decompress(raw, MAX_INFLATED_BYTES)
             if inflater.unconsumed_tail:
                 raise ValueError("deflated data set inflates beyond the limit")
-        span = check_structure(raw, syntax.is_implicit_VR, syntax.is_little_endian)
+        span, end = check_structure(raw, syntax.is_implicit_VR, syntax.is_little_endian)
+        if end < len(raw):
+            raw = raw[:end]  # without the trailing NUL padding (a copy, for padded objects only)
         dataset = _read(raw, syntax, span)
         meta = FileMetaDataset()
         meta.TransferSyntaxUID = syntax

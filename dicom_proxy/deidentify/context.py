@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from dicom_proxy.deidentify.pseudonyms import PatientIdentity
+from dicom_proxy.deidentify.text import Matcher, TextCleaner
 from dicom_proxy.policy import Policy
 
 
 @dataclass
 class Context:
-    """What `plan` learns from the original header, and what `tags` generates."""
+    """What `plan` learns from the original header, used by `tags` and `verify`."""
 
     policy: Policy
     key: bytes
-    encodings: list[str]
+    patient: PatientIdentity
+    # The identifying values of the original header (names, IDs, dates, UIDs...) with the
+    # attribute paths where each was found: what clean removes and verify searches for.
+    matcher: Matcher
+    cleaner: TextCleaner
     date_offset: int = 0
-    # Case-folded words of identifying values (names, IDs, addresses...), for clean_text.
-    identifiers: frozenset[str] = frozenset()
-    # Original identifying values -> the attribute path where first seen (for verify).
-    needles: dict[str, str] = field(default_factory=dict)
-    # Original values that the policy keeps (K), case-folded: never searched for.
-    kept: set[str] = field(default_factory=set)
-    # Values the engine wrote (pseudonyms, dummies, shifted dates): never searched for.
-    generated: set[str] = field(default_factory=set)
     dates_shifted: bool = False

@@ -26,12 +26,13 @@ from pydicom.dataset import Dataset
 from dicom_proxy import trace
 from dicom_proxy.config import ConfigError, DeidentifyConfig, load_recipients
 from dicom_proxy.deidentify import codec
-from dicom_proxy.deidentify.encrypt import AttributeEncryptor, without_encrypted_content
+from dicom_proxy.deidentify.encrypt import AttributeEncryptor
 from dicom_proxy.deidentify.pixels import PixelCleaner
 from dicom_proxy.deidentify.pixels.sidechannels import strip_side_channels
 from dicom_proxy.deidentify.plan import make_plan
 from dicom_proxy.deidentify.record import record
 from dicom_proxy.deidentify.tags import apply_tags
+from dicom_proxy.deidentify.text import vocabulary
 from dicom_proxy.deidentify.verify import verify
 from dicom_proxy.models import DeidentifiedObject, ReceivedObject, Refused
 from dicom_proxy.policy import Policy, compile_policy
@@ -75,9 +76,10 @@ class Engine:
             self.policy: Policy = config.policy
         else:
             names = [option.value for option in config.options]
-            self.policy = compile_policy(names, config.overrides_file, config.unlisted_attributes)
+            self.policy = compile_policy(names, config.overrides_file, config.unlisted_attributes, config.text)
         self._pixels = PixelCleaner(config.pixels)
         self._encryptor = _encryptor(config)
+        self._vocabulary = vocabulary.load(config.vocabulary_file)
 
     @property
     def pixel_cleaner(self) -> PixelCleaner:
@@ -118,7 +120,7 @@ class Engine:
                 raise Refused(f"{keyword} missing")
         originals = self._encryptor.snapshot(dataset) if self._encryptor is not None else None
         with self._timed(Stage.PLAN):
-            context = make_plan(dataset, self.policy, self._key)
+            context = make_plan(dataset, self.policy, self._key, self._vocabulary)
         with self._timed(Stage.PIXELS):
             outcome = self._pixels.clean(dataset)
             strip_side_channels(dataset)
@@ -136,7 +138,7 @@ class Engine:
             except Exception as exc:
                 raise Refused(f"cannot encode output ({type(exc).__name__})") from None
         with self._timed(Stage.VERIFY):
-            verify(without_encrypted_content(encoded, protected, dataset).searchable(), dataset, context)
+            verify(without_encrypted_content(encoded, protected, dataset), context)
         return DeidentifiedObject(
             sop_class_uid=str(dataset.SOPClassUID),
             sop_instance_uid=str(dataset.SOPInstanceUID),

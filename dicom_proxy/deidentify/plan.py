@@ -1,94 +1,104 @@
 """Stage 1, plan: read the original header before anything changes it.
 
-Collects (PS3.15 E.3.5) the words of identifying values for cleaning text, the original
-identifying strings that verify searches for, and the patient's date offset (E.3.6).
+Derives the patient's identity once (pseudonyms.PatientIdentity) and its date offset (PS3.15
+E.3.6), and collects (E.3.5) every identifying value with the attribute path where it was
+found: names (PN, and attributes whose definition is PN whatever VR the sender declared),
+identifiers (IDs, accession, order, specimen and admission numbers, addresses...), dates and
+UIDs. Clean removes them from text; verify searches the output for them.
 """
 
 from __future__ import annotations
 
-from pydicom.charset import convert_encodings
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from dicom_proxy.deidentify import pseudonyms
+from dicom_proxy.deidentify.charset import declare_undeclared_utf8
 from dicom_proxy.deidentify.context import Context
-from dicom_proxy.deidentify.lookup import cheap_elements, converted, rule_for
-from dicom_proxy.deidentify.text import identifier_words
+from dicom_proxy.deidentify.text import Identifiers, TextCleaner, Vocabulary
 from dicom_proxy.deidentify.uids import is_well_known
-from dicom_proxy.policy import Action, Policy
+from dicom_proxy.policy import Action, Policy, Rule
+from dicom_proxy.policy.resolve import cheap_elements, converted, rule_for
 
-_SEARCHED_VRS = frozenset({"DA", "DT", "UI"})
-_TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR", "DA", "DT", "TM", "UI", "AS"})
-
-
-def make_plan(dataset: Dataset, policy: Policy, key: bytes) -> Context:
-    """Build the per-object Context from the original `dataset` (not modified)."""
-    context = Context(policy, key, convert_encodings(dataset.get("SpecificCharacterSet")))
-    words: set[str] = set()
-    _walk(dataset, context, words, "")
-    context.identifiers = frozenset(words)
-    context.needles = {n: p for n, p in context.needles.items() if n.casefold() not in context.kept}
-    context.date_offset = pseudonyms.date_offset_days(key, patient_identity(dataset))
-    return context
+_TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR", "DA", "DT", "TM", "UI", "AS", "UN"})
 
 
-def patient_identity(dataset: Dataset) -> str:
-    """The string the patient's pseudonyms derive from: issuer + Patient ID (DESIGN.md)."""
-    issuer = str(dataset.get("IssuerOfPatientID", "") or "")
-    patient_id = str(dataset.get("PatientID", "") or "")
-    if not patient_id.strip():
-        # No ID: fall back to name + birth date so one patient still gets one offset.
-        patient_id = f"{dataset.get('PatientName', '')}|{dataset.get('PatientBirthDate', '')}"
-    return f"{issuer.strip()}\x00{patient_id.strip()}"
+def make_plan(dataset: Dataset, policy: Policy, key: bytes, vocabulary: Vocabulary) -> Context:
+    """Build the per-object Context from the original `dataset` (values not modified)."""
+    declare_undeclared_utf8(dataset)
+    identifiers = Identifiers()
+    _walk(dataset, policy, identifiers, vocabulary.words, "")
+    patient = pseudonyms.PatientIdentity.of(dataset)
+    matcher = identifiers.matcher()
+    return Context(
+        policy, key, patient, matcher, TextCleaner(matcher, vocabulary), pseudonyms.date_offset_days(key, patient)
+    )
 
 
-def _walk(dataset: Dataset, context: Context, words: set[str], prefix: str) -> None:
-    policy = context.policy
+def _walk(dataset: Dataset, policy: Policy, identifiers: Identifiers, vocabulary: frozenset[str], prefix: str) -> None:
     for raw, vr in cheap_elements(dataset):
-        if vr != "SQ" and vr not in _TEXT_VRS:
+        if vr != "SQ" and vr not in _TEXT_VRS and _definition_vr(int(raw.tag)) not in ("PN", "SQ"):
             continue  # numbers and binary carry no identifying text: not even converted
         element = converted(dataset, raw)
-        vr = element.VR
-        if vr == "SQ":
+        path = prefix + element_path(element)
+        if element.VR == "SQ":
             for index, item in enumerate(element.value or ()):
-                _walk(item, context, words, f"{prefix}{_name(element)}[{index}].")
+                _walk(item, policy, identifiers, vocabulary, f"{path}[{index}].")
             continue
-        if vr not in _TEXT_VRS or element.value is None:
-            continue
-        rule = rule_for(policy, dataset, element)
         values = _strings(element.value)
-        if rule.action is Action.KEEP:
-            context.kept.update(value.casefold() for value in values)
+        if not values:
             continue
-        if rule.identifying or vr == "PN":
-            for value in values:
-                words.update(identifier_words(value))
-        if rule.identifying or vr == "PN" or vr in _SEARCHED_VRS:
-            path = prefix + _name(element)
-            for value in values:
-                if vr == "UI" and is_well_known(value):
-                    continue
-                _add_needles(context, value, vr, path)
+        kind = _kind(policy, int(element.tag), str(element.VR))
+        if kind and rule_for(policy, dataset, element).action is Action.KEEP:
+            identifiers.kept.add(path)
+        for value in values:
+            if kind == "name":
+                identifiers.add_name(value, path)
+            elif kind == "identifier":
+                identifiers.add_identifier(value, path, vocabulary)
+            elif kind == "value" and not (element.VR == "UI" and is_well_known(value)):
+                identifiers.add_value(value, path)
+                if element.VR == "DT" and len(value) > 8:
+                    identifiers.add_value(value[:8], path)
 
 
-def _add_needles(context: Context, value: str, vr: str, path: str) -> None:
-    parts = [value]
-    if vr == "PN":
-        parts += value.replace("=", "^").split("^")
-    for part in parts:
-        part = part.strip()
-        if part:
-            context.needles.setdefault(part, path)
+def _kind(policy: Policy, tag: int, vr: str) -> str:
+    """ "name", "identifier", "value" (dates, UIDs: searched whole) or "" (not identifying).
+
+    Decided by the attribute's definition, not by the VR the sender declared: Patient's Name
+    sent as LO is still a name."""
+    definition = _definition_vr(tag)
+    if vr == "PN" or definition == "PN":
+        return "name"
+    rule: Rule | None = policy.rules.get(tag)
+    if rule is not None and rule.identifying:
+        return "identifier"
+    if vr in ("DA", "DT", "UI") or definition in ("DA", "DT", "UI"):
+        return "value"
+    return ""
+
+
+def _definition_vr(tag: int) -> str:
+    if tag >> 16 & 1:
+        return ""
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return ""
+
+
+def element_path(element: DataElement) -> str:
+    """The name of `element` in attribute paths (plan's origins, verify's places)."""
+    tag = element.tag
+    return element.keyword or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
 def _strings(value: object) -> list[str]:
+    if isinstance(value, bytes):
+        return []
     if isinstance(value, (list, MultiValue)):
-        return [str(v).strip() for v in value if v is not None and str(v).strip()]
-    text = str(value).strip()
+        return [str(v).strip(" \x00") for v in value if v is not None and str(v).strip(" \x00")]
+    text = str(value).strip(" \x00") if value is not None else ""
     return [text] if text else []
-
-
-def _name(element: DataElement) -> str:
-    tag = element.tag
-    return element.keyword or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"

@@ -1,7 +1,10 @@
-"""Keyed patient pseudonyms and the per-patient date offset (DESIGN.md "Pseudonyms").
+"""Patient identity and every keyed pseudonym (DESIGN.md "Pseudonyms"; PS3.15 E.3.6).
 
-All values derive from HMAC-SHA256(key, ...) of the original identity, so every node with the
-same secret produces the same pseudonyms without shared state; another key gives unrelated ones.
+The patient's identity is derived once, in plan, from the original header (`PatientIdentity`)
+and carried in the Context; the Patient ID, the Patient's Name and the date offset all derive
+from it. UIDs derive from the original UID (uids.py). All values are HMAC-SHA256(key, ...) of
+the original, so every node with the same secret produces the same pseudonyms without shared
+state; another key gives unrelated ones.
 """
 
 from __future__ import annotations
@@ -9,9 +12,45 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+
+from dicom_proxy.deidentify.text.normalise import fold
 
 # PS3.15 E.3.6 leaves the size of the shift to the implementation; up to ~10 years either way.
 MAX_SHIFT_DAYS = 3650
+
+
+@dataclass(frozen=True)
+class PatientIdentity:
+    """Who the patient is, for pseudonyms: issuer + Patient ID; without an ID, the name
+    (folded, so spellings of one name agree), birth date and sex."""
+
+    issuer: str
+    patient_id: str
+    name: str = ""
+    birth_date: str = ""
+    sex: str = ""
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> PatientIdentity:
+        issuer = _text(dataset, "IssuerOfPatientID")
+        patient_id = _text(dataset, "PatientID")
+        if patient_id:
+            return cls(issuer, patient_id)
+        name = " ".join(fold(_text(dataset, "PatientName")).replace("^", " ").replace("=", " ").split())
+        return cls(issuer, "", name, _text(dataset, "PatientBirthDate"), _text(dataset, "PatientSex").upper())
+
+    def parts(self) -> tuple[str, ...]:
+        if self.patient_id:
+            return (self.issuer, self.patient_id)
+        return (self.issuer, "", self.name, self.birth_date, self.sex)
+
+
+def _text(dataset: Dataset, keyword: str) -> str:
+    value = dataset.get(keyword)
+    return str(value).strip(" \x00") if value is not None else ""
 
 
 def _digest(key: bytes, purpose: str, *parts: str) -> bytes:
@@ -19,10 +58,9 @@ def _digest(key: bytes, purpose: str, *parts: str) -> bytes:
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
-def patient_id(key: bytes, issuer: str, original_id: str) -> str:
-    """A short stable token (16 characters, fits LO) for a Patient ID within its issuer."""
-    token = base64.b32encode(_digest(key, "patient-id", issuer.strip(), original_id.strip())[:10]).decode()
-    return token
+def patient_id(key: bytes, identity: PatientIdentity) -> str:
+    """A short stable token (16 characters, fits LO) for the patient."""
+    return base64.b32encode(_digest(key, "patient-id", *identity.parts())[:10]).decode()
 
 
 def patient_name(pseudonymous_id: str) -> str:
@@ -30,9 +68,9 @@ def patient_name(pseudonymous_id: str) -> str:
     return f"ANON^{pseudonymous_id[:8]}"
 
 
-def date_offset_days(key: bytes, patient: str) -> int:
+def date_offset_days(key: bytes, identity: PatientIdentity) -> int:
     """The per-patient date shift in days: never zero, within +-MAX_SHIFT_DAYS (PS3.15 E.3.6)."""
-    value = int.from_bytes(_digest(key, "date-offset", patient)[:8], "big")
+    value = int.from_bytes(_digest(key, "date-offset", *identity.parts())[:8], "big")
     magnitude = 1 + value % MAX_SHIFT_DAYS
     return magnitude if (value >> 63) & 1 else -magnitude
 

@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from dicom_proxy.deidentify.context import Context
-from dicom_proxy.policy import BASIC_PROFILE, CLEAN_PIXEL_DATA, Code
+from dicom_proxy.policy import BASIC_PROFILE, CLEAN_PIXEL_DATA, Code, Policy
 
 
 def record(dataset: Dataset, context: Context, pixels_cleaned: bool) -> None:
@@ -25,11 +25,7 @@ def record(dataset: Dataset, context: Context, pixels_cleaned: bool) -> None:
     codes += [option.code for option in policy.options]
     dataset.PatientIdentityRemoved = "YES"
     # LO, VM 1-n: one value (<= 64 characters) per profile/option.
-    dataset.DeidentificationMethod = [f"dicom-proxy PS3.15 {policy.edition} E.1-1"] + [
-        code.meaning[:64] for code in codes[1:]
-    ]
-    context.generated.update(dataset.DeidentificationMethod)
-    context.generated.update(code.meaning for code in codes)
+    dataset.DeidentificationMethod = [_method(policy)] + [code.meaning[:64] for code in codes[1:]]
     dataset.DeidentificationMethodCodeSequence = Sequence([_code_item(code) for code in codes])
     if context.dates_shifted:
         dataset.LongitudinalTemporalInformationModified = "MODIFIED"
@@ -41,3 +37,16 @@ def _code_item(code: Code) -> Dataset:
     item.CodingSchemeDesignator = code.scheme
     item.CodeMeaning = code.meaning
     return item
+
+
+def _method(policy: Policy) -> str:
+    return f"dicom-proxy PS3.15 {policy.edition} E.1-1"
+
+
+def expected_strings(policy: Policy) -> frozenset[str]:
+    """Every string `record` can write for `policy` (verify compares, does not search them)."""
+    codes = [BASIC_PROFILE, CLEAN_PIXEL_DATA, *(option.code for option in policy.options)]
+    strings = {"YES", "NO", "MODIFIED", _method(policy)}
+    for code in codes:
+        strings.update((code.value, code.scheme, code.meaning, code.meaning[:64]))
+    return frozenset(strings)

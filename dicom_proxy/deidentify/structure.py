@@ -20,8 +20,27 @@ PIXEL_DATA = (0x7FE0, 0x0010)
 # PS3.5 Table 7.1-1: explicit VRs with a 2-byte reserved field and a 4-byte length.
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _ALL_VRS = _LONG_VRS | {
-    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
-    b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+    b"AE",
+    b"AS",
+    b"AT",
+    b"CS",
+    b"DA",
+    b"DS",
+    b"DT",
+    b"FL",
+    b"FD",
+    b"IS",
+    b"LO",
+    b"LT",
+    b"PN",
+    b"SH",
+    b"SL",
+    b"SS",
+    b"ST",
+    b"TM",
+    b"UI",
+    b"UL",
+    b"US",
 }
 # Real objects nest a few levels (SR content trees rarely exceed 20).
 MAX_SEQUENCE_DEPTH = 48
@@ -49,6 +68,7 @@ class _Walker:
         self.implicit_vr = implicit_vr
         self.order = "<" if little_endian else ">"
         self.pixel_data: PixelDataSpan | None = None
+        self.end = len(data)
 
     def header(self, pos: int, end: int) -> tuple[tuple[int, int], bytes | None, int, int]:
         """(tag, VR or None, value length, header size) of the element at `pos`."""
@@ -71,6 +91,11 @@ class _Walker:
     def dataset(self, pos: int, end: int, depth: int, delimited: bool) -> int:
         """Walk elements until `end` (or the item delimiter); return the position after."""
         while pos < end:
+            if depth == 0 and not delimited and self.data.count(0, pos, end) == end - pos:
+                # Trailing NUL padding after the last element (some senders pad to an even or
+                # block size): unambiguous, not an element; the data set ends here.
+                self.end = pos
+                return pos
             tag, vr, length, size = self.header(pos, end)
             if tag == ITEM_DELIMITER and delimited:
                 return pos + size
@@ -134,9 +159,10 @@ class _Walker:
         return pos
 
 
-def check_structure(data: bytes, implicit_vr: bool, little_endian: bool) -> PixelDataSpan | None:
+def check_structure(data: bytes, implicit_vr: bool, little_endian: bool) -> tuple[PixelDataSpan | None, int]:
     """Raise StructureError unless `data` is a complete, consistently encoded data set;
-    return where its top-level Pixel Data lies (None when it has none).
+    return where its top-level Pixel Data lies (None when it has none) and where the data set
+    ends (before trailing NUL padding).
 
     Like pydicom's reader, accept a data set declared explicit VR that is in fact implicit
     (a common sender bug): pydicom then reads it as implicit, and we re-encode it correctly.
@@ -145,4 +171,4 @@ def check_structure(data: bytes, implicit_vr: bool, little_endian: bool) -> Pixe
         implicit_vr = True
     walker = _Walker(data, implicit_vr, little_endian)
     walker.dataset(0, len(data), 0, delimited=False)
-    return walker.pixel_data
+    return walker.pixel_data, walker.end

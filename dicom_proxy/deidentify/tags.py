@@ -20,25 +20,21 @@ from pydicom.multival import MultiValue
 from dicom_proxy.deidentify import pseudonyms
 from dicom_proxy.deidentify.context import Context
 from dicom_proxy.deidentify.dates import shift_da, shift_dt
-from dicom_proxy.deidentify.lookup import (
-    OVERLAY_PLANE,
-    PRIVATE_CREATOR,
-    cheap_elements,
-    converted,
-    rule_for,
-)
-from dicom_proxy.deidentify.text import clean_text
-from dicom_proxy.deidentify.uids import map_uid
+from dicom_proxy.deidentify.text.codes import standard_meaning
+from dicom_proxy.deidentify.uids import map_uid, normalise_legacy_uid
 from dicom_proxy.deidentify.values import dummy_value
 from dicom_proxy.models import Refused
-from dicom_proxy.policy import Action
+from dicom_proxy.policy import Action, Rule, TextMode
+from dicom_proxy.policy.resolve import cheap_elements, converted, rule_for
+from dicom_proxy.policy.special import OVERLAY_PLANE, PRIVATE_CREATOR
 
 _PATIENT_ID = 0x00100020
 _PATIENT_NAME = 0x00100010
+_CODE_MEANING = 0x00080104
 _BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "OB or OW", "US or OW"})
 _NON_TEXT_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "DS", "IS", "AT", "US or SS"})
 
-Handler = Callable[[Dataset, DataElement, Context], None]
+Handler = Callable[[Dataset, DataElement, Context, Rule], None]
 
 
 def apply_tags(dataset: Dataset, context: Context, overlays_cleaned: bool = False) -> None:
@@ -60,9 +56,13 @@ def apply_tags(dataset: Dataset, context: Context, overlays_cleaned: bool = Fals
             continue
         # A kept number or binary value stays as it came, unconverted if it was never read.
         if rule.action is not Action.KEEP or vr == "SQ":
-            _HANDLERS[rule.action](dataset, converted(dataset, raw), context)
+            _HANDLERS[rule.action](dataset, converted(dataset, raw), context, rule)
         elif vr in _DECIMAL_STRING_VRS and isinstance(raw, RawDataElement):
-            _check_number_string(raw)
+            _check_number_string(dataset, raw)
+        elif vr == "AS":
+            _cap_age(converted(dataset, raw))
+        elif vr == "UI":
+            _normalise_uids(converted(dataset, raw))
         if tag >> 16 & 1 and tag in dataset:
             kept_blocks.add((tag >> 16, (tag & 0xFFFF) >> 8))
     for tag in creators:
@@ -73,24 +73,53 @@ def apply_tags(dataset: Dataset, context: Context, overlays_cleaned: bool = Fals
 # DS and IS are numbers written as text (PS3.5 6.2): a kept raw value must hold nothing else.
 _DECIMAL_STRING_VRS = frozenset({"DS", "IS"})
 _NUMBER_STRING = re.compile(rb"[0-9+\-.eE \\\x00]*")
+# A decimal comma: one comma between digits, nothing else unusual (policy/special.py).
+_DECIMAL_COMMA = re.compile(rb" *[+-]?\d+,\d+(?:[eE][+-]?\d+)? *")
 
 
-def _check_number_string(raw: RawDataElement) -> None:
-    if raw.value and not _NUMBER_STRING.fullmatch(raw.value):
-        keyword = keyword_for_tag(raw.tag) or f"({raw.tag >> 16:04X},{raw.tag & 0xFFFF:04X})"
-        raise Refused(f"{keyword}: {raw.VR or 'DS/IS'} value is not a number")
+def _check_number_string(dataset: Dataset, raw: RawDataElement) -> None:
+    if not raw.value or _NUMBER_STRING.fullmatch(raw.value):
+        return
+    if raw.VR in ("DS", None) and all(
+        _NUMBER_STRING.fullmatch(v) or _DECIMAL_COMMA.fullmatch(v) for v in bytes(raw.value).split(b"\\")
+    ):
+        fixed = b"\\".join(
+            v.replace(b",", b".") if _DECIMAL_COMMA.fullmatch(v) else v for v in bytes(raw.value).split(b"\\")
+        )
+        dataset[raw.tag] = raw._replace(value=fixed)
+        return
+    keyword = keyword_for_tag(raw.tag) or f"({raw.tag >> 16:04X},{raw.tag & 0xFFFF:04X})"
+    raise Refused(f"{keyword}: {raw.VR or 'DS/IS'} value is not a number")
 
 
-def _recurse(element: DataElement, context: Context) -> None:
+def _cap_age(element: DataElement) -> None:
+    """HIPAA Safe Harbor: ages over 89 are aggregated into 90 or older (policy/special.py)."""
+    values = [str(v) for v in _as_list(element.value) if v is not None]
+    capped = ["090Y" if re.fullmatch(r"\s*\d{3}Y\s*", v) and int(v.strip()[:3]) > 89 else v for v in values]
+    if capped != values:
+        element.value = capped if len(capped) != 1 else capped[0]
+
+
+def _normalise_uids(element: DataElement) -> None:
+    """Kept UIDs with leading-zero components, written validly (policy/special.py)."""
+    if element.VR != "UI" or element.value is None:
+        return
+    values = [str(v) for v in _as_list(element.value)]
+    fixed = [normalise_legacy_uid(v) for v in values]
+    if fixed != values:
+        element.value = fixed if len(fixed) != 1 else fixed[0]
+
+
+def _recurse(element: DataElement, context: Context, rule: Rule | None = None) -> None:
     for item in element.value or ():
         apply_tags(item, context)
 
 
-def _remove(dataset: Dataset, element: DataElement, context: Context) -> None:
+def _remove(dataset: Dataset, element: DataElement, context: Context, rule: Rule) -> None:
     del dataset[element.tag]
 
 
-def _zero(dataset: Dataset, element: DataElement, context: Context) -> None:
+def _zero(dataset: Dataset, element: DataElement, context: Context, rule: Rule) -> None:
     if element.VR == "SQ":
         element.value = []
     elif element.tag in (_PATIENT_ID, _PATIENT_NAME):
@@ -99,7 +128,7 @@ def _zero(dataset: Dataset, element: DataElement, context: Context) -> None:
         element.value = None
 
 
-def _dummy(dataset: Dataset, element: DataElement, context: Context) -> None:
+def _dummy(dataset: Dataset, element: DataElement, context: Context, rule: Rule) -> None:
     vr = element.VR
     if vr == "SQ":
         _recurse(element, context)
@@ -108,15 +137,15 @@ def _dummy(dataset: Dataset, element: DataElement, context: Context) -> None:
     elif element.tag in (_PATIENT_ID, _PATIENT_NAME):
         _patient_pseudonym(dataset, element, context)
     else:
-        _set(element, dummy_value(vr), context)
+        element.value = dummy_value(vr)
 
 
-def _keep(dataset: Dataset, element: DataElement, context: Context) -> None:
+def _keep(dataset: Dataset, element: DataElement, context: Context, rule: Rule) -> None:
     if element.VR == "SQ":
         _recurse(element, context)
 
 
-def _clean(dataset: Dataset, element: DataElement, context: Context) -> None:
+def _clean(dataset: Dataset, element: DataElement, context: Context, rule: Rule) -> None:
     vr = element.VR
     if vr == "SQ":
         _recurse(element, context)
@@ -124,7 +153,7 @@ def _clean(dataset: Dataset, element: DataElement, context: Context) -> None:
         _shift_date(dataset, element, context)
     elif vr == "TM":
         if not context.policy.shift_dates:
-            _set(element, dummy_value(vr), context)
+            element.value = dummy_value(vr)
     elif vr == "UI":
         if not context.policy.retain_uids:
             _replace_uid(dataset, element, context)
@@ -133,13 +162,27 @@ def _clean(dataset: Dataset, element: DataElement, context: Context) -> None:
     elif vr in _BINARY_VRS:
         # Binary data (overlays, curves, unknown VR) cannot be cleaned: fail closed.
         del dataset[element.tag]
+    elif vr == "AS":
+        _cap_age(element)
+    elif element.tag == _CODE_MEANING and _standard_meaning(dataset, element):
+        return
     else:
-        _clean_strings(element, context)
+        _clean_strings(element, context, rule)
 
 
-def _replace_uid(dataset: Dataset, element: DataElement, context: Context) -> None:
+def _standard_meaning(dataset: Dataset, element: DataElement) -> bool:
+    """A known code's Code Meaning becomes its standard meaning (text/codes.py)."""
+    scheme, value = dataset.get("CodingSchemeDesignator"), dataset.get("CodeValue")
+    meaning = standard_meaning(str(scheme), str(value)) if scheme and value else None
+    if meaning is None:
+        return False
+    element.value = meaning
+    return True
+
+
+def _replace_uid(dataset: Dataset, element: DataElement, context: Context, rule: Rule | None = None) -> None:
     if element.VR != "UI":
-        _set(element, dummy_value(element.VR), context)
+        element.value = dummy_value(element.VR)
         return
     value = element.value
     if isinstance(value, (list, MultiValue)):
@@ -149,14 +192,12 @@ def _replace_uid(dataset: Dataset, element: DataElement, context: Context) -> No
 
 
 def _uid(value: str, context: Context) -> str:
-    mapped = map_uid(context.key, value)
-    context.generated.add(mapped)
-    return mapped
+    return map_uid(context.key, value)
 
 
 def _shift_date(dataset: Dataset, element: DataElement, context: Context) -> None:
     if not context.policy.shift_dates:
-        _set(element, dummy_value(element.VR), context)
+        element.value = dummy_value(element.VR)
         return
     shift = shift_da if element.VR == "DA" else shift_dt
     values = element.value if isinstance(element.value, (list, MultiValue)) else [element.value]
@@ -167,38 +208,30 @@ def _shift_date(dataset: Dataset, element: DataElement, context: Context) -> Non
         new = shift(str(value), context.date_offset)
         shifted.append(new if new is not None else dummy_value(element.VR))
     context.dates_shifted = True
-    context.generated.update(shifted)
     element.value = shifted if len(shifted) != 1 else shifted[0]
 
 
-def _clean_strings(element: DataElement, context: Context) -> None:
+def _clean_strings(element: DataElement, context: Context, rule: Rule) -> None:
     value = element.value
     if value is None:
         return
+    mode = TextMode.WORDS if element.VR == "CS" and rule.text is TextMode.CLEAN else rule.text
+    cleaner = context.cleaner
     if element.VR == "PN":
         # A name is made of identifying words only: what survives cleaning is not a name.
-        cleaned: Any = [clean_text(str(v).replace("^", " "), context.identifiers) for v in _as_list(value)]
+        cleaned = [cleaner.clean(str(v).replace("^", " ").replace("=", " "), mode) for v in _as_list(value)]
     else:
-        patterns = element.VR != "CS"
-        cleaned = [clean_text(str(v), context.identifiers, patterns) for v in _as_list(value)]
+        cleaned = [cleaner.clean(str(v), mode) for v in _as_list(value)]
     # A value cleaned away entirely becomes a dummy, so Type 1 attributes stay valid.
     cleaned = [text if text else dummy_value(element.VR) for text in cleaned]
-    context.generated.update(text for text in cleaned)
+    if element.VR == "CS":
+        cleaned = [text[:16] for text in cleaned]
     element.value = cleaned if isinstance(value, (list, MultiValue)) else cleaned[0]
 
 
 def _patient_pseudonym(dataset: Dataset, element: DataElement, context: Context) -> None:
-    original_id = str(dataset.get("PatientID", "") or "")
-    issuer = str(dataset.get("IssuerOfPatientID", "") or "")
-    token = pseudonyms.patient_id(context.key, issuer, original_id)
-    value = token if element.tag == _PATIENT_ID else pseudonyms.patient_name(token)
-    _set(element, value, context)
-
-
-def _set(element: DataElement, value: Any, context: Context) -> None:
-    element.value = value
-    if isinstance(value, str):
-        context.generated.add(value)
+    token = pseudonyms.patient_id(context.key, context.patient)
+    element.value = token if element.tag == _PATIENT_ID else pseudonyms.patient_name(token)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -211,5 +244,5 @@ _HANDLERS: dict[Action, Handler] = {
     Action.DUMMY: _dummy,
     Action.KEEP: _keep,
     Action.CLEAN: _clean,
-    Action.REPLACE_UID: lambda ds, el, ctx: _recurse(el, ctx) if el.VR == "SQ" else _replace_uid(ds, el, ctx),
+    Action.REPLACE_UID: lambda ds, el, ctx, rule: _recurse(el, ctx) if el.VR == "SQ" else _replace_uid(ds, el, ctx),
 }

@@ -2,9 +2,11 @@
 
 PS3.5 B.2: a UUID-derived UID under the 2.25 root. 128 bits make collisions between distinct
 inputs practically impossible; the longest result is 5 + 39 = 44 characters (<= 64).
-Well-known UIDs (PS3.6 Annex A: SOP classes, transfer syntaxes, coding schemes...; everything
-in pydicom's UID dictionary or under the DICOM root 1.2.840.10008.) identify nothing and are
-never remapped.
+Well-known UIDs (PS3.6 Annex A: SOP classes, transfer syntaxes, coding schemes... in pydicom's
+UID dictionary) identify nothing and are never remapped. A UID under the DICOM root
+1.2.840.10008. that is not registered counts as well-known only when it is shaped like one
+(components of at most 4 digits: a class UID newer than pydicom's dictionary); anything else
+under that root (e.g. with an embedded timestamp) is an instance UID in disguise and remapped.
 """
 
 from __future__ import annotations
@@ -27,7 +29,21 @@ def pseudonymous_uid(key: bytes, original: str) -> str:
 def is_well_known(uid: str) -> bool:
     """True for UIDs defined by the standard (PS3.6 Annex A), which must not be remapped."""
     uid = uid.strip("\x00 ")
-    return uid in _WELL_KNOWN or uid.startswith(_DICOM_ROOT)
+    if uid in _WELL_KNOWN:
+        return True
+    if not uid.startswith(_DICOM_ROOT):
+        return False
+    return all(part.isdigit() and len(part) <= 4 for part in uid[len(_DICOM_ROOT) :].split("."))
+
+
+def normalise_legacy_uid(uid: str) -> str:
+    """A kept legacy UID with leading zeros in a component ("1.2.840.0113619") written
+    validly ("1.2.840.113619", PS3.5 9.1); other values unchanged (checked elsewhere)."""
+    stripped = uid.strip("\x00 ")
+    parts = stripped.split(".")
+    if not all(part.isdigit() for part in parts) or not any(len(p) > 1 and p[0] == "0" for p in parts):
+        return uid
+    return ".".join(part.lstrip("0") or "0" for part in parts)
 
 
 def map_uid(key: bytes, original: str) -> str:

@@ -1,83 +1,151 @@
-"""Stage 4, verify: search the encoded output for every original identifying string.
+"""Stage 4, verify: an independent check of the encoded output, trusting no earlier stage.
 
-Any hit refuses the object (fail closed); the reason names the attribute path, never the
-value. Searched: the whole encoded header (File Meta and data set), case-insensitively; the
-Pixel Data value is the pixel stage's responsibility and is not searched as text. Not searched:
-values too short to be told apart from ordinary content (under 3 characters, or under 6
-digits), values the policy keeps, and values the engine generated (pseudonyms, dummies,
-shifted dates). Short values must stand alone (no letter or digit next to them) to count.
+The output bytes are parsed again (Deflated output inflated), and every value of every
+element, in every nested item, File Meta included, is decoded (declared character set,
+UTF-8 and Latin-1) and folded with the same normaliser as clean (text/normalise.py). It is
+searched for every identifying value of the original header (plan: names with their
+components and spellings, identifiers, dates, UIDs). The only exemption: a value found in
+the very element it came from, where the policy keeps it (action K). Text the policy cleans
+must also hold no date, age over 89, phone, e-mail or identifier pattern. Values the engine
+writes whole (a dummy, the patient's pseudonyms, the de-identification record) are compared
+with what the engine would write, not searched. Pixel Data is the pixel stage's part.
+Any hit refuses the object (fail closed); the reason names attribute paths, never a value.
 """
 
 from __future__ import annotations
 
-from pydicom.charset import encode_string
+from io import BytesIO
+
+from pydicom import dcmread
+from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
+from dicom_proxy.deidentify import pseudonyms
+from dicom_proxy.deidentify.codec import Encoded
 from dicom_proxy.deidentify.context import Context
+from dicom_proxy.deidentify.record import expected_strings
+from dicom_proxy.deidentify.text import fold, scrub_spans
+from dicom_proxy.deidentify.values import DUMMY_STRINGS
 from dicom_proxy.models import Refused
+from dicom_proxy.policy import Action, Rule, TextMode
+from dicom_proxy.policy.resolve import cheap_elements, rule_for
 
-_PIXEL_DATA = 0x7FE00010
-_ALNUM = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyz")
-_DIGITS = frozenset(b"0123456789")
-MIN_TEXT = 3
-MIN_DIGITS = 6
-LONG = 8
+_PIXEL_DATA = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+_NUMBERS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "AT", "UV", "SV", "OF", "OD", "OL", "OV", "US or SS"})
+_DELIMITERS = (b"\xfe\xff\xdd\xe0\x00\x00\x00\x00", b"\xff\xfe\xe0\xdd\x00\x00\x00\x00")
+_ENCRYPTED_CONTENT = 0x04000520
+_META_ALIASES = {0x00020002: 0x00080016, 0x00020003: 0x00080018}
+_RECORD = frozenset({0x00120062, 0x00120063, 0x00120064, 0x00280303, 0x00280301})
 
 
-def verify(encoded: bytes, dataset: Dataset, context: Context) -> None:
-    """Raise Refused if any original identifying value of `context` occurs in `encoded`."""
-    haystack = _header(encoded, dataset).lower()
-    # Text the engine wrote (pseudonyms, dummies, the record of what was done): a needle
-    # found inside it (e.g. an original "ANON") is not a leak.
-    ours = "\x00".join(context.generated).lower()
-    for needle, path in context.needles.items():
-        if not _searchable(needle) or needle.lower() in ours:
+def verify(encoded: Encoded, context: Context, encrypted_content: bytes | None = None) -> None:
+    """Raise Refused if an original identifying value of `context` is in `encoded`.
+
+    `encrypted_content`: the Encrypted Content (0400,0520) the engine wrote (encrypt.py), the
+    only value not searched: ciphertext (random bytes would match short values by chance).
+    """
+    meta, dataset = _parse(encoded)
+    checker = _Checker(context, encrypted_content)
+    checker.walk(meta, "", top=True)
+    checker.walk(dataset, "", top=True)
+
+
+def _parse(encoded: Encoded) -> tuple[Dataset, Dataset]:
+    """The output, parsed again: File Meta and the data set without Pixel Data's value."""
+    parts = encoded.parts
+    if encoded.pixel_value is None:
+        parsed = dcmread(BytesIO(b"".join(parts)), force=True)
+        return parsed.file_meta, parsed
+    parsed = dcmread(BytesIO(bytes(parts[0])), force=True)
+    syntax = UID(parsed.file_meta.TransferSyntaxUID)
+    for part in parts[encoded.pixel_value + 1 :]:
+        if bytes(part) in _DELIMITERS:
             continue
-        for pattern in _encodings(needle, context.encodings):
-            if _found(haystack, pattern):
-                raise Refused(f"verify: an original value of {path} is still in the output")
+        tail = read_dataset(BytesIO(bytes(part)), syntax.is_implicit_VR, syntax.is_little_endian)
+        for element in tail.elements():
+            parsed[element.tag] = element
+    return parsed.file_meta, parsed
 
 
-def _searchable(needle: str) -> bool:
-    if needle.isdigit():
-        return len(needle) >= MIN_DIGITS
-    return len(needle) >= MIN_TEXT
+class _Checker:
+    def __init__(self, context: Context, encrypted_content: bytes | None) -> None:
+        self.context = context
+        self.encrypted_content = encrypted_content
+        self.matcher = context.matcher
+        token = pseudonyms.patient_id(context.key, context.patient)
+        self.pseudonyms = {0x00100020: token, 0x00100010: pseudonyms.patient_name(token)}
+        self.record = expected_strings(context.policy)
 
+    def walk(self, dataset: Dataset, prefix: str, top: bool = False) -> None:
+        encodings = convert_encodings(dataset._character_set)
+        for raw, vr in cheap_elements(dataset):
+            tag = int(raw.tag)
+            if top and tag in _PIXEL_DATA:
+                continue
+            path = prefix + _name(_META_ALIASES.get(tag, tag))
+            if vr == "SQ":
+                for index, item in enumerate(dataset[tag].value or ()):
+                    self.walk(item, f"{path}[{index}].")
+                continue
+            if vr in _NUMBERS or raw.value is None:
+                continue
+            if tag == _ENCRYPTED_CONTENT and self.encrypted_content is not None and raw.value == self.encrypted_content:
+                continue
+            rule = self._rule(dataset, raw, vr, tag)
+            for text in self._decodings(raw, vr, encodings):
+                self._check(text, tag, vr, path, rule, top)
 
-def _header(encoded: bytes, dataset: Dataset) -> bytes:
-    element = dataset.get(_PIXEL_DATA)
-    pixels = element.value if element is not None else None
-    if isinstance(pixels, (bytes, bytearray)) and len(pixels) > 64:
-        little = UID(dataset.file_meta.TransferSyntaxUID).is_little_endian
-        start = encoded.rfind(b"\xe0\x7f\x10\x00" if little else b"\x7f\xe0\x00\x10")
-        value = encoded.find(pixels[:64], start) if start > 0 else -1
-        if value != -1 and encoded[value : value + len(pixels)] == pixels:
-            return encoded[:start] + encoded[value + len(pixels) :]
-    return encoded
+    def _rule(self, dataset: Dataset, raw: DataElement | RawDataElement, vr: str, tag: int) -> Rule | None:
+        if tag in _META_ALIASES:  # File Meta copies of the data set's SOP Class/Instance UIDs
+            return self.context.policy.rules.get(_META_ALIASES[tag]) or self.context.policy.unlisted("UI")
+        return rule_for(self.context.policy, dataset, raw, vr) if tag >> 16 != 2 else None
 
+    def _decodings(self, raw: DataElement | RawDataElement, vr: str, encodings: list[str]) -> list[str]:
+        value = raw.value
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            data = bytes(value)
+            if data.isascii():
+                return [data.decode("ascii")]
+            texts = {data.decode("utf-8", "ignore"), data.decode("latin-1")}
+            try:
+                texts.add(decode_bytes(data, encodings, set()))
+            except Exception:
+                pass
+            return sorted(texts)
+        values = value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
+        return [str(v) for v in values if v is not None]  # type: ignore[union-attr]
 
-def _encodings(needle: str, encodings: list[str]) -> set[bytes]:
-    patterns = {needle.lower().encode("utf-8", "replace")}
-    try:
-        patterns.add(encode_string(needle, encodings).lower())
-    except Exception:
-        pass
-    return patterns
+    def _check(self, text: str, tag: int, vr: str, path: str, rule: Rule | None, top: bool) -> None:
+        for value in text.split("\\"):
+            value = value.strip(" \x00")
+            if not value or self._engine_wrote(value, tag, top):
+                continue
+            folded = fold(value)
+            for hit in self.matcher.hits(folded):
+                kept_here = rule is not None and rule.action is Action.KEEP and self.matcher.allowed_at(hit, path)
+                if not kept_here:
+                    origin = min(hit.origins)
+                    raise Refused(f"verify: an original value of {origin} is still in the output ({path})")
+            if (
+                rule is not None
+                and rule.action is Action.CLEAN
+                and rule.text is not TextMode.WORDS
+                and vr not in ("CS", "DA", "DT", "TM", "UI", "DS", "IS", "AS")
+                and next(scrub_spans(folded), None) is not None
+            ):
+                raise Refused(f"verify: cleaned text still holds a date, age, number or address ({path})")
 
-
-def _found(haystack: bytes, needle: bytes) -> bool:
-    digits_only = all(b in _DIGITS for b in needle)
-    bounded = digits_only or len(needle) < LONG
-    neighbours = _DIGITS if digits_only else _ALNUM
-    start = haystack.find(needle)
-    while start != -1:
-        if not bounded:
+    def _engine_wrote(self, value: str, tag: int, top: bool) -> bool:
+        if value in DUMMY_STRINGS:
             return True
-        end = start + len(needle)
-        before = haystack[start - 1] if start > 0 else 0
-        after = haystack[end] if end < len(haystack) else 0
-        if before not in neighbours and after not in neighbours:
+        if top and self.pseudonyms.get(tag) == value:
             return True
-        start = haystack.find(needle, start + 1)
-    return False
+        return top and tag in _RECORD and value in self.record
+
+
+def _name(tag: int) -> str:
+    return keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dicom_proxy.policy.actions import Action, parse_action
 from dicom_proxy.policy.compile import compile_policy, safe_private_rows, table_rows
-from dicom_proxy.policy.model import Policy, PrivateKey, Rule
+from dicom_proxy.policy.model import Policy, PrivateKey, Rule, TextMode
 from dicom_proxy.policy.options import BASIC_PROFILE, CLEAN_PIXEL_DATA, Code, Option
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "Policy",
     "PrivateKey",
     "Rule",
+    "TextMode",
     "compile_policy",
     "format_policy",
     "parse_action",
@@ -25,16 +26,45 @@ __all__ = [
 ]
 
 
+_NON_TEXT = frozenset(
+    {
+        "US",
+        "SS",
+        "UL",
+        "SL",
+        "FL",
+        "FD",
+        "DS",
+        "IS",
+        "AT",
+        "OB",
+        "OW",
+        "OF",
+        "OD",
+        "OL",
+        "OV",
+        "UV",
+        "SV",
+        "DA",
+        "DT",
+        "TM",
+        "UI",
+        "SQ",
+    }
+)
+
+
 def format_policy(policy: Policy) -> str:
     """One line per attribute: tag, name, action, why (for ``dicom-proxy show-policy``)."""
     lines = [
         f"# PS3.15 Table E.1-1, edition {policy.edition}; options: "
         + (", ".join(o.value for o in policy.options) or "(none)"),
-        f"# unlisted attributes: {policy.unlisted_attributes}",
+        f"# unlisted attributes: {policy.unlisted_attributes}; text: {policy.text_mode}",
     ]
 
     def line(tag: str, rule: Rule) -> str:
-        return f"{tag:<13} {rule.name[:60]:<60} {rule.action.value}  {rule.why}"
+        text = f" [text {rule.text.value}]" if rule.action is Action.CLEAN and rule.vr not in _NON_TEXT else ""
+        return f"{tag:<13} {rule.name[:60]:<60} {rule.action.value}  {rule.why}{text}"
 
     for tag in sorted(policy.rules):
         lines.append(line(policy.rules[tag].tag_text, policy.rules[tag]))
@@ -47,4 +77,7 @@ def format_policy(policy: Policy) -> str:
     lines.append(line("(odd group)", policy.private_default))
     for vr in sorted(policy.unlisted_by_vr):
         lines.append(line(f"unlisted {vr}", policy.unlisted_by_vr[vr]))
+    lines.append("# rules the engine applies besides the table rows (policy/special.py)")
+    for rule in policy.special:
+        lines.append(line("(engine)", rule))
     return "\n".join(lines) + "\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterable
@@ -12,14 +13,17 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from dicom_proxy.policy.actions import Action, parse_action
-from dicom_proxy.policy.model import Policy, PrivateKey, Rule
+from dicom_proxy.policy.model import Policy, PrivateKey, Rule, TextMode
 from dicom_proxy.policy.options import Option
+from dicom_proxy.policy.special import SPECIAL_RULES
 
 # Values of these attributes identify a person, place or record. PS3.15 E.3.5 (Clean
 # Descriptors) asks that such values be removed from free text; verify searches for them.
 _IDENTIFYING = re.compile(
     r"(?<!U)IDs?$|AccessionNumber|Address|Telephone|InstitutionName|InstitutionalDepartmentName"
     r"|StationName|SerialNumber|EMail|Residence|MedicalRecordLocator|MilitaryRank|BranchOfService"
+    # Order, procedure, specimen, container and admission numbers (issue 9 class 3).
+    r"|OrderNumber|Identifier$|AdmissionID|VisitID|ServiceEpisodeID|ReferencedPatientAlias"
 )
 
 # Attributes that Table E.1-1 does not list, that carry text, and that IODs require (Type 1/2)
@@ -27,19 +31,56 @@ _IDENTIFYING = re.compile(
 # output stays a valid object (PS3.3). Reviewed against the pydicom example files (dciodvfy).
 REQUIRED_UNLISTED_TEXT = frozenset(
     {
-        "Manufacturer", "ManufacturerModelName", "SoftwareVersions", "PositionReferenceIndicator",
-        "CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion", "CodeMeaning", "LongCodeValue",
-        "URNCodeValue", "CodingSchemeName", "CodingSchemeResponsibleOrganization", "BeamName",
-        "RescaleType", "WindowCenterWidthExplanation", "LUTExplanation", "ReceiveCoilName",
-        "TransmitCoilName", "SequenceName", "ContentDescription", "ConvolutionKernel", "FilterType",
-        "ContrastBolusRoute", "DoseComment", "FractionGroupDescription", "ROIObservationLabel",
-        "ApplicationSetupName", "ToleranceTableLabel", "PrimaryDosimeterUnit", "BrachyTreatmentType",
-        "SourceIsotopeName", "TreatmentMachineName", "GraphicLayer", "ImagerPixelSpacing",
-        "MeasurementUnitsCodeSequence", "DetectorManufacturerName", "DetectorManufacturerModelName",
-        "RadiopharmaceuticalRoute", "Radiopharmaceutical", "CollimatorType", "ReconstructionMethod",
-        "AcquisitionDeviceProcessingCode", "LossyImageCompressionMethod", "SegmentLabel",
-        "SegmentAlgorithmName", "SegmentDescription", "ContentLabel", "ROIObservationDescription",
-        "ChannelLabel", "ConceptNameCodeSequence",
+        "Manufacturer",
+        "ManufacturerModelName",
+        "SoftwareVersions",
+        "PositionReferenceIndicator",
+        "CodeValue",
+        "CodingSchemeDesignator",
+        "CodingSchemeVersion",
+        "CodeMeaning",
+        "LongCodeValue",
+        "URNCodeValue",
+        "CodingSchemeName",
+        "CodingSchemeResponsibleOrganization",
+        "BeamName",
+        "RescaleType",
+        "WindowCenterWidthExplanation",
+        "LUTExplanation",
+        "ReceiveCoilName",
+        "TransmitCoilName",
+        "SequenceName",
+        "ContentDescription",
+        "ConvolutionKernel",
+        "FilterType",
+        "ContrastBolusRoute",
+        "DoseComment",
+        "FractionGroupDescription",
+        "ROIObservationLabel",
+        "ApplicationSetupName",
+        "ToleranceTableLabel",
+        "PrimaryDosimeterUnit",
+        "BrachyTreatmentType",
+        "SourceIsotopeName",
+        "TreatmentMachineName",
+        "GraphicLayer",
+        "ImagerPixelSpacing",
+        "MeasurementUnitsCodeSequence",
+        "DetectorManufacturerName",
+        "DetectorManufacturerModelName",
+        "RadiopharmaceuticalRoute",
+        "Radiopharmaceutical",
+        "CollimatorType",
+        "ReconstructionMethod",
+        "AcquisitionDeviceProcessingCode",
+        "LossyImageCompressionMethod",
+        "SegmentLabel",
+        "SegmentAlgorithmName",
+        "SegmentDescription",
+        "ContentLabel",
+        "ROIObservationDescription",
+        "ChannelLabel",
+        "ConceptNameCodeSequence",
     }
 )
 
@@ -49,8 +90,29 @@ _CODE_KEYWORDS = frozenset(
 
 # VRs that cannot carry free text (PS3.5 6.2): numbers, tags and binary data such as Pixel
 # Data and LUTs. Binary private/unknown data is handled as UN (removed).
-_NON_TEXT_VRS = ("US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "DS", "IS", "AT",
-                 "OB", "OW", "OF", "OD", "OL", "OV", "OB or OW", "US or SS", "US or OW", "US or SS or OW")
+_NON_TEXT_VRS = (
+    "US",
+    "SS",
+    "UL",
+    "SL",
+    "UV",
+    "SV",
+    "FL",
+    "FD",
+    "DS",
+    "IS",
+    "AT",
+    "OB",
+    "OW",
+    "OF",
+    "OD",
+    "OL",
+    "OV",
+    "OB or OW",
+    "US or SS",
+    "US or OW",
+    "US or SS or OW",
+)
 _TEXT_VRS = ("AE", "AS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT", "UN")
 _DATE_VRS = ("DA", "DT", "TM")
 
@@ -81,7 +143,7 @@ def edition() -> str:
 
 
 def parse_tag(text: str) -> int:
-    """"(0008,0050)" or "0008,0050" or "00080050" -> 0x00080050; ValueError otherwise."""
+    """ "(0008,0050)" or "0008,0050" or "00080050" -> 0x00080050; ValueError otherwise."""
     digits = text.strip().strip("()").replace(",", "")
     if not re.fullmatch(r"[0-9A-Fa-f]{8}", digits):
         raise ValueError(f"not a tag: {text!r}")
@@ -108,12 +170,11 @@ def row_rule(row: dict[str, Any], options: Iterable[Option]) -> Rule:
         why = f"basic profile {how}"
     tag = 0 if row["pattern"] else parse_tag(row["tag"])
     identifying = row["vr"] == "PN" or bool(_IDENTIFYING.search(row["keyword"]))
-    return Rule(tag, row["name"], row["keyword"], row["vr"], action, why, identifying)
+    text = TextMode.WORDS if row["vr"] == "CS" else TextMode.CLEAN
+    return Rule(tag, row["name"], row["keyword"], row["vr"], action, why, identifying, text)
 
 
-def _unlisted_rules(
-    options: frozenset[Option], unlisted: Literal["remove", "keep"]
-) -> dict[str, Rule]:
+def _unlisted_rules(options: frozenset[Option], unlisted: Literal["remove", "keep"]) -> dict[str, Rule]:
     """Rules by VR for public attributes that Table E.1-1 does not list (see data/README.md)."""
 
     def rule(vr: str, action: Action, why: str) -> Rule:
@@ -123,10 +184,23 @@ def _unlisted_rules(
     for vr in _NON_TEXT_VRS:
         result[vr] = rule(vr, Action.KEEP, f"unlisted: VR {vr} cannot carry text")
     result["SQ"] = rule("SQ", Action.KEEP, "unlisted sequence: items processed by the same policy")
-    result["CS"] = rule("CS", Action.KEEP, "unlisted: code string (enumerated values, 16 characters)")
+    result["CS"] = Rule(
+        0,
+        "(not in Table E.1-1)",
+        "",
+        "CS",
+        Action.CLEAN,
+        "unlisted code string: identifying terms removed",
+        text=TextMode.WORDS,
+    )
     uid = Action.KEEP if Option.RETAIN_UIDS in options else Action.REPLACE_UID
-    result["UI"] = rule("UI", uid, "unlisted UID: well-known UIDs kept, others remapped" if uid is Action.REPLACE_UID
-                        else "unlisted UID: option retain_uids K")
+    result["UI"] = rule(
+        "UI",
+        uid,
+        "unlisted UID: well-known UIDs kept, others remapped"
+        if uid is Action.REPLACE_UID
+        else "unlisted UID: option retain_uids K",
+    )
     if Option.RETAIN_LONGITUDINAL_FULL_DATES in options:
         dates = (Action.KEEP, Action.KEEP, "unlisted date/time: option retain_longitudinal_full_dates K")
     elif Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in options:
@@ -141,7 +215,7 @@ def _unlisted_rules(
     if unlisted == "keep":
         for vr, existing in list(result.items()):
             if existing.action in (Action.REMOVE, Action.CLEAN):
-                result[vr] = rule(vr, Action.KEEP, "unlisted: kept (unlisted_attributes = \"keep\")")
+                result[vr] = rule(vr, Action.KEEP, 'unlisted: kept (unlisted_attributes = "keep")')
     return result
 
 
@@ -155,17 +229,27 @@ def _required_text_rules(options: frozenset[Option]) -> dict[int, Rule]:
             continue
         vr = dictionary_VR(tag)
         if keyword in _CODE_KEYWORDS:
-            why, action = "unlisted: coded value (PS3.3 8.8), kept", Action.KEEP
+            why, text = "unlisted: coded value (PS3.3 8.8), identifying terms removed", TextMode.WORDS
+        elif Option.CLEAN_DESCRIPTORS in options:
+            why, text = "unlisted, needed by IODs: option clean_descriptors C", TextMode.CLEAN
         else:
-            why, action = "unlisted, needed by IODs: identifying words removed", Action.CLEAN
-        rules[tag] = Rule(tag, keyword, keyword, vr, action, why)
+            # Without Clean Descriptors, text not known to be safe must go (PS3.15 E.1.1):
+            # only descriptor vocabulary words stay, a dummy where nothing does.
+            why, text = "unlisted, needed by IODs: descriptor words only (no clean_descriptors)", TextMode.ALLOWLIST
+        if keyword == "CodeMeaning":
+            why = "known code (DCM, SCT... dictionaries): its standard meaning; otherwise " + why
+        rules[tag] = Rule(tag, keyword, keyword, vr, Action.CLEAN, why, text=text)
     # SR TEXT content items (PS3.3 C.17.3): Content Sequence is D in the Basic Profile, so its
     # free text gets a dummy; Clean Structured Content (E.3.7) cleans it instead.
     tag = 0x0040A160
     if Option.CLEAN_STRUCTURED_CONTENT in options:
-        rules[tag] = Rule(tag, "Text Value", "TextValue", "UT", Action.CLEAN, "content item text: option clean_structured_content C")
+        rules[tag] = Rule(
+            tag, "Text Value", "TextValue", "UT", Action.CLEAN, "content item text: option clean_structured_content C"
+        )
     else:
-        rules[tag] = Rule(tag, "Text Value", "TextValue", "UT", Action.DUMMY, "content item text: like Content Sequence D")
+        rules[tag] = Rule(
+            tag, "Text Value", "TextValue", "UT", Action.DUMMY, "content item text: like Content Sequence D"
+        )
     return rules
 
 
@@ -191,6 +275,7 @@ def compile_policy(
     option_names: Iterable[str],
     overrides_file: Path | None = None,
     unlisted: Literal["remove", "keep"] = "remove",
+    text: Literal["clean", "allowlist"] = "clean",
 ) -> Policy:
     """Build the Policy for the chosen options (names of `Option`) and an optional override file.
 
@@ -214,8 +299,14 @@ def compile_policy(
     if private_default.action is not Action.REMOVE:
         # The "C" of Retain Safe Private applies to the attributes of Table E.3.10-1 only;
         # every other private attribute is still removed.
-        private_default = Rule(0x00090000, "Private Attributes (not in Table E.3.10-1)", "", "",
-                               Action.REMOVE, "basic profile X (not a safe private attribute)")
+        private_default = Rule(
+            0x00090000,
+            "Private Attributes (not in Table E.3.10-1)",
+            "",
+            "",
+            Action.REMOVE,
+            "basic profile X (not a safe private attribute)",
+        )
     policy = Policy(
         edition=edition(),
         options=options,
@@ -227,13 +318,34 @@ def compile_policy(
         private_rules=MappingProxyType(_safe_private_rules(chosen)),
         unlisted_by_vr=MappingProxyType(_unlisted_rules(chosen, unlisted)),
         unlisted_attributes=unlisted,
+        special=SPECIAL_RULES,
+        text_mode=text,
     )
     if overrides_file is not None:
         from dicom_proxy.policy.overrides import apply_overrides
 
         policy = apply_overrides(policy, overrides_file)
+    if text == "allowlist":
+        policy = _allowlist(policy)
     return policy
 
 
+def _allowlist(policy: Policy) -> Policy:
+    """text = "allowlist": every action C on free text keeps descriptor words only."""
+
+    def strict(rule: Rule) -> Rule:
+        if rule.action is Action.CLEAN and rule.text is TextMode.CLEAN:
+            return dataclasses.replace(rule, text=TextMode.ALLOWLIST, why=rule.why + "; text = allowlist")
+        return rule
+
+    return dataclasses.replace(
+        policy,
+        rules=MappingProxyType({tag: strict(rule) for tag, rule in policy.rules.items()}),
+        private_rules=MappingProxyType({key: strict(rule) for key, rule in policy.private_rules.items()}),
+        unlisted_by_vr=MappingProxyType({vr: strict(rule) for vr, rule in policy.unlisted_by_vr.items()}),
+        special=tuple(strict(rule) for rule in policy.special),
+    )
+
+
 def _with_tag(rule: Rule, tag: int) -> Rule:
-    return Rule(tag, rule.name, rule.keyword, rule.vr, rule.action, rule.why, rule.identifying)
+    return dataclasses.replace(rule, tag=tag)

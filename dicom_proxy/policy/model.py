@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 from typing import Literal
 
 from dicom_proxy.policy.actions import Action
@@ -11,6 +12,14 @@ from dicom_proxy.policy.options import Option
 
 # (private creator, group, element low byte), PS3.5 7.8.1: a private attribute's identity.
 PrivateKey = tuple[str, int, int]
+
+
+class TextMode(Enum):
+    """How action C cleans a text value (deidentify/text/clean.py)."""
+
+    WORDS = "words"  # the object's identifying terms only (code strings, code values)
+    CLEAN = "clean"  # also dates, ages over 89, phones, e-mails, identifiers, titled names
+    ALLOWLIST = "allowlist"  # after CLEAN, only descriptor vocabulary words and numbers
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,8 @@ class Rule:
     # The value identifies a person, place or record (names, IDs, addresses...): its words
     # are removed from cleaned text and it is searched for in the output (verify).
     identifying: bool = False
+    # For action C on text: how much stays (PS3.15 E.3.5; [deidentify] text).
+    text: TextMode = TextMode.CLEAN
 
     @property
     def tag_text(self) -> str:
@@ -52,6 +63,10 @@ class Policy:
     unlisted_by_vr: Mapping[str, Rule]
     unlisted_attributes: Literal["remove", "keep"]
     overrides_applied: int = 0
+    # Rules the engine applies that are not rows of Table E.1-1 (group lengths, private
+    # creators, overlay planes, VR mismatches...): shown by show-policy (resolve.py).
+    special: tuple[Rule, ...] = ()
+    text_mode: Literal["clean", "allowlist"] = "clean"
 
     @property
     def retain_uids(self) -> bool:

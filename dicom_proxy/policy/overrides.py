@@ -106,7 +106,7 @@ class _Builder:
                 continue
             tag = _public_tag(key)
             if tag is None:
-                self.fail(path, "not a DICOM keyword or public tag \"(gggg,eeee)\"")
+                self.fail(path, 'not a DICOM keyword or public tag "(gggg,eeee)"')
                 continue
             try:
                 vr = dictionary_VR(tag)
@@ -124,13 +124,13 @@ class _Builder:
     def private(self, table: dict[str, Any]) -> None:
         for creator, entries in table.items():
             if not isinstance(entries, dict):
-                self.fail(f"private.{creator}", "must be a table of \"(gggg,xxee)\" = action")
+                self.fail(f"private.{creator}", 'must be a table of "(gggg,xxee)" = action')
                 continue
             for key, value in entries.items():
                 path = f"private.{creator}.{key}"
                 match = _PRIVATE_TAG.match(key)
                 if match is None or not int(match.group(1), 16) % 2:
-                    self.fail(path, "not a private tag \"(gggg,xxee)\" with an odd group")
+                    self.fail(path, 'not a private tag "(gggg,xxee)" with an odd group')
                     continue
                 group, element = int(match.group(1), 16), int(match.group(2), 16)
                 pkey: PrivateKey = (creator, group, element)
@@ -165,4 +165,4 @@ def _public_tag(key: str) -> int | None:
 
 def _overridden(rule: Rule, action: Action) -> Rule:
     why = f"override {action.value} (was {rule.action.value}: {rule.why})"
-    return Rule(rule.tag, rule.name, rule.keyword, rule.vr, action, why, rule.identifying)
+    return dataclasses.replace(rule, action=action, why=why)

@@ -12,23 +12,21 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
-from dicom_proxy.policy import Action, Policy, Rule
+from dicom_proxy.policy.actions import Action
+from dicom_proxy.policy.model import Policy, Rule
+from dicom_proxy.policy.special import (
+    GROUP_LENGTH,
+    MISMATCHED_VR,
+    OVERLAY_PLANE,
+    PRIVATE_CREATOR,
+    SAFE_PRIVATE_TEXT,
+    SAFE_PRIVATE_UNKNOWN,
+)
 
-GROUP_LENGTH = Rule(0, "Group Length", "", "UL", Action.REMOVE, "group lengths are recomputed (PS3.5 7.2)")
-PRIVATE_CREATOR = Rule(0, "Private Creator", "", "LO", Action.KEEP, "kept while its block keeps an element")
-OVERLAY_PLANE = Rule(0x60000000, "Overlay Plane attributes", "", "", Action.REMOVE,
-                     "go with Overlay Data (PS3.3 C.9.2)")
-# A safe private attribute (Table E.3.10-1) whose value does not have the listed, non-text VR
-# is only safe after cleaning (PS3.15 E.3.10: "...only when their value is safe").
-SAFE_PRIVATE_TEXT = Rule(0, "Private attribute with a text value", "", "", Action.CLEAN,
-                         "retain_safe_private: text value cleaned")
-SAFE_PRIVATE_UNKNOWN = Rule(0, "Private attribute of unknown VR", "", "UN", Action.REMOVE,
-                            "retain_safe_private: value cannot be checked")
-MISMATCHED_VR = Rule(0, "Attribute with a VR its definition does not allow", "", "", Action.REMOVE,
-                     "declared VR contradicts the data dictionary: content cannot be checked")
 _BINARY = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT", "OB", "OW", "OF", "OD", "OL", "OV"})
-_NON_TEXT = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "DS", "IS", "AT",
-                       "OB", "OW", "OF", "OD", "OL", "OV", "SQ"})
+_NON_TEXT = frozenset(
+    {"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "DS", "IS", "AT", "OB", "OW", "OF", "OD", "OL", "OV", "SQ"}
+)
 
 
 # Yielded instead of a VR (never a real VR, PS3.5 6.2): the declared VR contradicts the
