@@ -47,9 +47,8 @@ def name_variants(text: str) -> set[str]:
     mueller), and with written-out umlauts contracted (Mueller -> muller)."""
     folded = fold(text)
     variants = {folded, fold(text.translate(_GERMAN))}
-    for variant in variants:
-        variants.add(variant.replace("ae", "a").replace("oe", "o").replace("ue", "u"))
-    return {v for v in variants if v}
+    contracted = {v.replace("ae", "a").replace("oe", "o").replace("ue", "u") for v in variants}
+    return {v for v in variants | contracted if v}
 
 
 @dataclass(frozen=True)

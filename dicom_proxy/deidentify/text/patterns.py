@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-_MONTH_NAMES = (
+_MONTH_NAMES = (  # noqa: SIM905 (a list of words reads better as text)
     # English, German, French, Spanish, Italian, Portuguese, Dutch (folded: no accents)
     "january february march april may june july august september october november december "
     "januar februar marz mai juni juli oktober dezember "
@@ -23,7 +23,7 @@ _MONTH_NAMES = (
     # Russian (nominative and genitive), folded: ё -> е
     "январь января февраль февраля март марта апрель апреля май мая июнь июня июль июля "
     "август августа сентябрь сентября октябрь октября ноябрь ноября декабрь декабря"
-).split()  # noqa: SIM905 (a list of words reads better as text)
+).split()
 _MONTH_ABBREVIATIONS = [
     "jan",
     "feb",
