@@ -217,13 +217,17 @@ def _clean_strings(element: DataElement, context: Context, rule: Rule) -> None:
         return
     mode = TextMode.WORDS if element.VR == "CS" and rule.text is TextMode.CLEAN else rule.text
     cleaner = context.cleaner
+    originals = [str(v) if v is not None else "" for v in _as_list(value)]
     if element.VR == "PN":
         # A name is made of identifying words only: what survives cleaning is not a name.
-        cleaned = [cleaner.clean(str(v).replace("^", " ").replace("=", " "), mode) for v in _as_list(value)]
+        cleaned = [cleaner.clean(v.replace("^", " ").replace("=", " "), mode) for v in originals]
+    elif element.VR == "CS":
+        cleaned = [v if cleaner.vocabulary.is_code(v) else cleaner.clean(v, mode) for v in originals]
     else:
-        cleaned = [cleaner.clean(str(v), mode) for v in _as_list(value)]
-    # A value cleaned away entirely becomes a dummy, so Type 1 attributes stay valid.
-    cleaned = [text if text else dummy_value(element.VR) for text in cleaned]
+        cleaned = [cleaner.clean(v, mode) for v in originals]
+    # A value cleaned away entirely becomes a dummy, so Type 1 attributes stay valid; an empty
+    # value stays empty.
+    cleaned = [text if text or not v.strip() else dummy_value(element.VR) for text, v in zip(cleaned, originals)]
     if element.VR == "CS":
         cleaned = [text[:16] for text in cleaned]
     element.value = cleaned if isinstance(value, (list, MultiValue)) else cleaned[0]

@@ -8,7 +8,8 @@ components and spellings, identifiers, dates, UIDs). The only exemption: a value
 the very element it came from, where the policy keeps it (action K). Text the policy cleans
 must also hold no date, age over 89, phone, e-mail or identifier pattern. Values the engine
 writes whole (a dummy, the patient's pseudonyms, the de-identification record) are compared
-with what the engine would write, not searched. Pixel Data is the pixel stage's part.
+with what the engine would write, not searched, and a code string made of defined terms
+(vocabulary) is a code, not a name spelled the same. Pixel Data is the pixel stage's part.
 Any hit refuses the object (fail closed); the reason names attribute paths, never a value.
 """
 
@@ -124,6 +125,8 @@ class _Checker:
             value = value.strip(" \x00")
             if not value or self._engine_wrote(value, tag, top):
                 continue
+            if vr == "CS" and self.context.cleaner.vocabulary.is_code(value):
+                continue  # a defined term is a code, not a name spelled the same
             folded = fold(value)
             for hit in self.matcher.hits(folded):
                 kept_here = rule is not None and rule.action is Action.KEEP and self.matcher.allowed_at(hit, path)

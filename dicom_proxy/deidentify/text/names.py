@@ -68,7 +68,8 @@ class Identifiers:
     def add_value(self, value: str, path: str) -> None:
         """A value searched for as a whole only (original dates, UIDs)."""
         term = fold(value.strip(" \x00"))
-        if term:
+        # A number of 1-3 digits (Study ID "1") cannot be told apart from any other number.
+        if term and not (term.isdigit() and len(term) < 4):
             self.values.setdefault(term, set()).add(path)
 
     def matcher(self) -> Matcher:

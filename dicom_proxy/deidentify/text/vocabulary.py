@@ -27,6 +27,12 @@ class Vocabulary:
         self.words = frozenset(words)
         self._unspaced = sorted((w for w in words if has_unspaced(w)), key=len, reverse=True)
 
+    def is_code(self, value: str) -> bool:
+        """True when every word of `value` is a vocabulary word (a CS defined term such as
+        TEXT or CT is a code, even when a name of the object is spelled the same)."""
+        words = _WORD.findall(fold(value))
+        return bool(words) and all(word in self.words for word in words)
+
     def unknown_parts(self, word: str) -> list[tuple[int, int]]:
         """Spans of `word` (unspaced script) not covered by vocabulary terms (longest first)."""
         spans: list[tuple[int, int]] = []
