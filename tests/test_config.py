@@ -74,6 +74,8 @@ def test_defaults_fill_in_missing_keys() -> None:
         (_valid(deidentify={"options": ["retain_longitudinal_full_dates", "retain_longitudinal_modified_dates"]}),
          "deidentify.options: retain_longitudinal_full_dates and retain_longitudinal_modified_dates"),
         (_valid(spool={"max_bytes": "lots"}), "spool.max_bytes: must be an integer"),
+        (_valid(deidentify={"text": "strict"}), "deidentify.text: must be one of"),
+        (_valid(deidentify={"vocabulary_file": "/nonexistent/words.txt"}), "deidentify.vocabulary_file: file not found"),
         (_valid(node={"allowed_calling_ae_titles": "ANY"}), "node.allowed_calling_ae_titles: must be a list"),
         (_valid(logging={"level": "LOUD"}), "logging.level: must be one of"),
         (_valid(destinations=[{"name": "a", "type": "folder", "path": "p", "retry_initial_delay": 0}]),

@@ -236,3 +236,48 @@ def test_missing_identity_uids_are_refused_by_name() -> None:
     del ds.StudyInstanceUID
     with pytest.raises(Refused, match="^StudyInstanceUID missing$"):
         engine().deidentify(ds)
+
+
+def test_over_refusals_are_normalised() -> None:
+    """Issue 9 class 8: unambiguous sender quirks are accepted and written correctly."""
+    from pydicom.dataelem import RawDataElement
+
+    ds = ct_dataset()
+    ds[0x00180050] = RawDataElement(0x00180050, "DS", 4, b"2,5 ", 0, False, True)  # Slice Thickness
+    out = read(engine().deidentify(ds).encoded)
+    assert float(out.SliceThickness) == 2.5
+    ds = ct_dataset()
+    ds[0x00180050] = RawDataElement(0x00180050, "DS", 6, b"1,2,3 ", 0, False, True)  # ambiguous
+    with pytest.raises(Refused, match="not a number"):
+        engine().deidentify(ds)
+    ds = ct_dataset()
+    ds.StudyInstanceUID = "1.2.840.0113619.2.55.1"
+    out = read(engine("retain_uids").deidentify(ds).encoded)
+    assert out.StudyInstanceUID == "1.2.840.113619.2.55.1"
+
+
+def test_allowlist_mode_keeps_only_descriptor_words() -> None:
+    ds = ct_dataset()
+    ds.StudyDescription = "CT CHEST axial Okafor-Lindqvist 5 mm"
+    out = read(engine("clean_descriptors", text="allowlist").deidentify(ds).encoded)
+    assert out.StudyDescription == "CT CHEST axial 5 mm"
+
+
+def test_known_code_meaning_is_the_standard_meaning() -> None:
+    from pydicom.sequence import Sequence
+
+    from tests.dicomfactory import item_with
+
+    ds = ct_dataset()
+    ds.AnatomicRegionSequence = Sequence(
+        [item_with(CodeValue="121071", CodingSchemeDesignator="DCM", CodeMeaning="Finding for Okafor")]
+    )
+    out = read(engine("clean_descriptors").deidentify(ds).encoded)
+    assert out.AnatomicRegionSequence[0].CodeMeaning == "Finding"
+
+
+def test_kept_age_over_89_is_capped() -> None:
+    ds = ct_dataset()
+    ds.PatientAge = "092Y"
+    out = read(engine("retain_patient_characteristics").deidentify(ds).encoded)
+    assert out.PatientAge == "090Y"

@@ -125,3 +125,25 @@ def test_format_policy_lists_every_attribute() -> None:
     assert "option retain_uids K" in text
     assert "(60xx,3000)" in text and "(odd group)" in text and "unlisted UI" in text
     assert len(text.splitlines()) > 650
+
+
+def test_show_policy_shows_every_special_rule_and_the_text_mode() -> None:
+    from dicom_proxy.policy.special import SPECIAL_RULES
+
+    text = format_policy(compile_policy((), text="allowlist"))
+    assert "text: allowlist" in text
+    for rule in SPECIAL_RULES:
+        assert rule.name[:60] in text
+    assert "[text allowlist]" in text
+
+
+def test_text_modes_of_clean_rules() -> None:
+    from dicom_proxy.policy import TextMode
+
+    basic, cleaning = compile_policy(()), compile_policy(("clean_descriptors",))
+    code_meaning, code_value = 0x00080104, 0x00080100
+    assert basic.rules[code_meaning].text is TextMode.ALLOWLIST  # Basic Profile: descriptor words only
+    assert cleaning.rules[code_meaning].text is TextMode.CLEAN
+    assert basic.rules[code_value].text is TextMode.WORDS
+    assert compile_policy(("clean_descriptors",), text="allowlist").rules[STUDY_DESCRIPTION].text is TextMode.ALLOWLIST
+    assert basic.unlisted("CS").action is Action.CLEAN

@@ -94,7 +94,7 @@ def test_young_ages_and_measurements_stay() -> None:
 def test_titled_names_not_in_the_header() -> None:
     cleaner = _cleaner()
     assert (
-        cleaner.clean("read by Dr. Oyelaran per Smith; 5 mg per kg", TextMode.CLEAN) == "read by Dr. per ; 5 mg per kg"
+        cleaner.clean("read by Dr. Oyelaran per Smith; 5 mg per kg", TextMode.CLEAN) == "read by Dr. per 5 mg per kg"
     )
     assert cleaner.clean("陈医生 复查", TextMode.CLEAN) == "医生 复查"
 

@@ -28,6 +28,7 @@ from dicom_proxy.policy import TextMode
 
 _TOKEN = re.compile(r"[^\W_]+")
 _SPACES = re.compile(r"\s{2,}")
+_ORPHAN = re.compile(r"(?<=\s)[-_/.,;:^'’]+(?=\s)")
 _EDGE = " \t,;:/-_.^"
 _NAME_JOIN = re.compile(r"[\s'’.-]{1,3}")
 
@@ -154,4 +155,5 @@ def _remove(original: str, fold: Folded, spans: list[tuple[int, int]]) -> str:
             drop[index] = True
     kept = "".join(" " if dropped else char for char, dropped in zip(original, drop))
     # Collapse the holes (keeping the text's own line breaks readable) and tidy the edges.
+    kept = _ORPHAN.sub(" ", _SPACES.sub(" ", kept))  # punctuation left between two holes
     return _SPACES.sub(" ", kept).strip(_EDGE)
