@@ -28,6 +28,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from tests.dicomfactory import set_ct_pixels
+
 OPTION_SETS: dict[str, tuple[str, ...]] = {
     "basic": (),
     "research": ("retain_longitudinal_modified_dates", "clean_descriptors", "clean_structured_content"),
@@ -108,17 +110,7 @@ def base(
     ds.ImagePositionPatient = [0, 0, 0]
     ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
     ds.PixelSpacing = [0.5, 0.5]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = 2
-    ds.Columns = 2
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.RescaleIntercept = -1024
-    ds.RescaleSlope = 1
-    ds.PixelData = bytes(8)
+    set_ct_pixels(ds, 2, 2, bytes(8))
     return ds
 
 
@@ -414,7 +406,7 @@ def _implicit_nested_pn() -> list[Sent]:
 # ---------------------------------------------------------------------------------------------
 # Class 2: dates and ages
 
-_DATES = [
+DATES = [
     "11-MAR-1956",
     "March 11th, 1956",
     "11.III.1956",
@@ -438,7 +430,7 @@ _DATES = [
     "MAR 11, 1956",
     "11032026",
 ]
-_AGES = [
+AGES = [
     "092Y",
     "92 year old",
     "92yo",
@@ -456,11 +448,11 @@ _AGES = [
 
 def _class2() -> Iterator[Case]:
     index = 3
-    for number, written in enumerate(_DATES):
+    for number, written in enumerate(DATES):
         text = f"DOB {written} chest CT"
         yield text_case(f"date{number}", 2, "QUAREMBY^ODALYS", text, (written,), _place(index))
         index += 1
-    for number, written in enumerate(_AGES):
+    for number, written in enumerate(AGES):
         text = f"CT chest {written} female"
         yield text_case(f"age{number}", 2, "QUAREMBY^ODALYS", text, (written,), _place(index))
         index += 1
@@ -812,6 +804,25 @@ def corpus() -> list[Case]:
     names = [case.name for case in cases]
     assert len(names) == len(set(names)), "case names must be unique"
     return cases
+
+
+# Alphabets for property tests: random names in random scripts.
+SCRIPTS = {
+    "latin": "ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÜÉÈÑ",
+    "cjk": "".join(chr(c) for c in range(0x4E00, 0x4E00 + 300)),
+    "hangul": "".join(chr(c) for c in range(0xAC00, 0xAC00 + 300)),
+    "katakana": "".join(chr(c) for c in range(0x30A1, 0x30F6)),
+    "cyrillic": "АБВГДЕЁЖЗИЙКЛМНОПРСТУФХЦЧШЩЭЮЯ",
+    "greek": "ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩΆΈΉΊΌΎΏ",
+}
+SCRIPT_SIZES = {
+    "latin": (5, 9),
+    "cjk": (1, 3),
+    "hangul": (1, 3),
+    "katakana": (2, 5),
+    "cyrillic": (5, 9),
+    "greek": (5, 9),
+}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,19 @@ from hypothesis import strategies as st
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from dicom_proxy.models import ReceivedObject, Refused
-from tests.adversarial import OPTION_SETS, PLACES, Case, base, corpus, decoded_strings, encode, fold, outcome
+from tests.adversarial import (
+    OPTION_SETS,
+    PLACES,
+    SCRIPT_SIZES,
+    SCRIPTS,
+    Case,
+    base,
+    corpus,
+    decoded_strings,
+    encode,
+    fold,
+    outcome,
+)
 from tests.dicomfactory import engine
 
 ENGINES = {name: engine(*options) for name, options in OPTION_SETS.items()}
@@ -29,20 +41,9 @@ def test_adversarial(case: Case) -> None:
     assert all(result == "ok" for result in problems.values()), problems
 
 
-_SCRIPTS = {
-    "latin": "ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÜÉÈÑ",
-    "cjk": "".join(chr(c) for c in range(0x4E00, 0x4E00 + 300)),
-    "hangul": "".join(chr(c) for c in range(0xAC00, 0xAC00 + 300)),
-    "katakana": "".join(chr(c) for c in range(0x30A1, 0x30F6)),
-    "cyrillic": "АБВГДЕЁЖЗИЙКЛМНОПРСТУФХЦЧШЩЭЮЯ",
-    "greek": "ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩΆΈΉΊΌΎΏ",
-}
-_SIZES = {"latin": (5, 9), "cjk": (1, 3), "hangul": (1, 3), "katakana": (2, 5), "cyrillic": (5, 9), "greek": (5, 9)}
-
-
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    script=st.sampled_from(sorted(_SCRIPTS)),
+    script=st.sampled_from(sorted(SCRIPTS)),
     data=st.data(),
     spaced=st.booleans(),
     place=st.sampled_from(sorted(PLACES)),
@@ -51,16 +52,18 @@ _SIZES = {"latin": (5, 9), "cjk": (1, 3), "hangul": (1, 3), "katakana": (2, 5), 
 def test_random_names_in_random_scripts_never_leave(
     script: str, data: st.DataObject, spaced: bool, place: str, which: str
 ) -> None:
-    low, high = _SIZES[script]
-    family = data.draw(st.text(_SCRIPTS[script], min_size=low, max_size=high))
-    given_name = data.draw(st.text(_SCRIPTS[script], min_size=low, max_size=high))
+    low, high = SCRIPT_SIZES[script]
+    family = data.draw(st.text(SCRIPTS[script], min_size=low, max_size=high))
+    given_name = data.draw(st.text(SCRIPTS[script], min_size=low, max_size=high))
     gap = " " if spaced else ""
     ds = base(name=f"{family}^{given_name}")
     PLACES[place](ds, f"胸部CT{gap}{family}{gap}{given_name}{gap}axial")
     try:
-        output = ENGINES[which].deidentify_received(
-            ReceivedObject(encode(ds).body, ExplicitVRLittleEndian, CTImageStorage, "AUDIT")
-        ).encoded
+        output = (
+            ENGINES[which]
+            .deidentify_received(ReceivedObject(encode(ds).body, ExplicitVRLittleEndian, CTImageStorage, "AUDIT"))
+            .encoded
+        )
     except Refused as refused:
         pytest.fail(f"refused: {refused.reason}")
     strings = decoded_strings(output)

@@ -4,7 +4,7 @@ site overrides, compiled once into one frozen `Policy` (dict lookups by tag)."""
 from __future__ import annotations
 
 from dicom_proxy.policy.actions import Action, parse_action
-from dicom_proxy.policy.compile import compile_policy, safe_private_rows, table_rows
+from dicom_proxy.policy.compile import TEXT_VRS, compile_policy, safe_private_rows, table_rows
 from dicom_proxy.policy.model import Policy, PrivateKey, Rule, TextMode
 from dicom_proxy.policy.options import BASIC_PROFILE, CLEAN_PIXEL_DATA, Code, Option
 
@@ -26,34 +26,6 @@ __all__ = [
 ]
 
 
-_NON_TEXT = frozenset(
-    {
-        "US",
-        "SS",
-        "UL",
-        "SL",
-        "FL",
-        "FD",
-        "DS",
-        "IS",
-        "AT",
-        "OB",
-        "OW",
-        "OF",
-        "OD",
-        "OL",
-        "OV",
-        "UV",
-        "SV",
-        "DA",
-        "DT",
-        "TM",
-        "UI",
-        "SQ",
-    }
-)
-
-
 def format_policy(policy: Policy) -> str:
     """One line per attribute: tag, name, action, why (for ``dicom-proxy show-policy``)."""
     lines = [
@@ -63,7 +35,7 @@ def format_policy(policy: Policy) -> str:
     ]
 
     def line(tag: str, rule: Rule) -> str:
-        text = f" [text {rule.text.value}]" if rule.action is Action.CLEAN and rule.vr not in _NON_TEXT else ""
+        text = f" [text {rule.text.value}]" if rule.action is Action.CLEAN and rule.vr in TEXT_VRS else ""
         return f"{tag:<13} {rule.name[:60]:<60} {rule.action.value}  {rule.why}{text}"
 
     for tag in sorted(policy.rules):

@@ -114,6 +114,8 @@ _NON_TEXT_VRS = (
     "US or SS or OW",
 )
 _TEXT_VRS = ("AE", "AS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT", "UN")
+# VRs whose action C cleans text (show-policy prints the text mode of their rules).
+TEXT_VRS = frozenset(("", "CS", *_TEXT_VRS))
 _DATE_VRS = ("DA", "DT", "TM")
 
 _SAFE_PRIVATE_VRS_KEEP = frozenset(_NON_TEXT_VRS)
