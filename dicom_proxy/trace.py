@@ -25,8 +25,14 @@ def derive(
     sop_instance_uid: str = "",
     accession: str = "",
     retain_uids: bool = False,
+    patient: pseudonyms.PatientIdentity | None = None,
 ) -> ObjectIdentity:
-    """The pseudonyms of the given original values (empty where nothing was given)."""
+    """The pseudonyms of the given original values (empty where nothing was given).
+
+    `patient`: the identity the engine derives from a data set (pseudonyms.PatientIdentity),
+    used instead of `patient_id` and `issuer` when given (patients without an ID)."""
+    if patient is None and patient_id is not None:
+        patient = pseudonyms.PatientIdentity(issuer.strip(" \x00"), patient_id.strip(" \x00"))
 
     def uid(original: str) -> str:
         original = original.strip("\x00 ")
@@ -35,7 +41,7 @@ def derive(
         return map_uid(key, original) if original else ""
 
     return ObjectIdentity(
-        patient_id=pseudonyms.patient_id(key, issuer, patient_id) if patient_id is not None else "",
+        patient_id=pseudonyms.patient_id(key, patient) if patient is not None else "",
         study_instance_uid=uid(study_instance_uid),
         series_instance_uid=uid(series_instance_uid),
         sop_instance_uid=uid(sop_instance_uid),
@@ -64,6 +70,7 @@ def of_dataset(key: bytes, dataset: Dataset, retain_uids: bool = False) -> Objec
             sop_instance_uid=values["SOPInstanceUID"],
             accession=values["AccessionNumber"],
             retain_uids=retain_uids,
+            patient=pseudonyms.PatientIdentity.of(dataset),
         )
     except Exception:
         return ObjectIdentity()

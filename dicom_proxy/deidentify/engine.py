@@ -26,6 +26,7 @@ from pydicom.dataset import Dataset
 from dicom_proxy import trace
 from dicom_proxy.config import ConfigError, DeidentifyConfig, load_recipients
 from dicom_proxy.deidentify import codec
+from dicom_proxy.deidentify.charset import declare_undeclared_utf8
 from dicom_proxy.deidentify.encrypt import AttributeEncryptor
 from dicom_proxy.deidentify.pixels import PixelCleaner
 from dicom_proxy.deidentify.pixels.sidechannels import strip_side_channels
@@ -101,6 +102,8 @@ class Engine:
         Raises Refused for anything that cannot be de-identified with certainty, including
         any unexpected error (fail closed); the reason never contains an original value.
         """
+        # Before any value is read: text that is UTF-8 without saying so is read as UTF-8.
+        declare_undeclared_utf8(dataset)
         # Read before any stage changes the data set: the audit's view of the object.
         identity = trace.of_dataset(self._key, dataset, Option.RETAIN_UIDS in self.config.options)
         try:

@@ -15,7 +15,6 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from dicom_proxy.deidentify import pseudonyms
-from dicom_proxy.deidentify.charset import declare_undeclared_utf8
 from dicom_proxy.deidentify.context import Context
 from dicom_proxy.deidentify.text import Identifiers, TextCleaner, Vocabulary
 from dicom_proxy.deidentify.uids import is_well_known
@@ -27,7 +26,6 @@ _TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR
 
 def make_plan(dataset: Dataset, policy: Policy, key: bytes, vocabulary: Vocabulary) -> Context:
     """Build the per-object Context from the original `dataset` (values not modified)."""
-    declare_undeclared_utf8(dataset)
     identifiers = Identifiers()
     _walk(dataset, policy, identifiers, vocabulary.words, "")
     patient = pseudonyms.PatientIdentity.of(dataset)
