@@ -27,7 +27,7 @@ from dicom_proxy import trace
 from dicom_proxy.config import ConfigError, DeidentifyConfig, load_recipients
 from dicom_proxy.deidentify import codec
 from dicom_proxy.deidentify.charset import declare_undeclared_utf8
-from dicom_proxy.deidentify.encrypt import AttributeEncryptor
+from dicom_proxy.deidentify.encrypt import AttributeEncryptor, without_encrypted_content
 from dicom_proxy.deidentify.pixels import PixelCleaner
 from dicom_proxy.deidentify.pixels.sidechannels import strip_side_channels
 from dicom_proxy.deidentify.plan import make_plan

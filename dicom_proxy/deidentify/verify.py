@@ -38,19 +38,18 @@ from dicom_proxy.policy.resolve import cheap_elements, rule_for
 _PIXEL_DATA = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _NUMBERS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "AT", "UV", "SV", "OF", "OD", "OL", "OV", "US or SS"})
 _DELIMITERS = (b"\xfe\xff\xdd\xe0\x00\x00\x00\x00", b"\xff\xfe\xe0\xdd\x00\x00\x00\x00")
-_ENCRYPTED_CONTENT = 0x04000520
 _META_ALIASES = {0x00020002: 0x00080016, 0x00020003: 0x00080018}
 _RECORD = frozenset({0x00120062, 0x00120063, 0x00120064, 0x00280303, 0x00280301})
 
 
-def verify(encoded: Encoded, context: Context, encrypted_content: bytes | None = None) -> None:
+def verify(encoded: Encoded, context: Context) -> None:
     """Raise Refused if an original identifying value of `context` is in `encoded`.
 
-    `encrypted_content`: the Encrypted Content (0400,0520) the engine wrote (encrypt.py), the
-    only value not searched: ciphertext (random bytes would match short values by chance).
+    The engine hands over the output with its Encrypted Content (0400,0520), if any, zeroed
+    (encrypt.without_encrypted_content): ciphertext would match short values by chance.
     """
     meta, dataset = _parse(encoded)
-    checker = _Checker(context, encrypted_content)
+    checker = _Checker(context)
     checker.walk(meta, "", top=True)
     checker.walk(dataset, "", top=True)
 
@@ -73,9 +72,8 @@ def _parse(encoded: Encoded) -> tuple[Dataset, Dataset]:
 
 
 class _Checker:
-    def __init__(self, context: Context, encrypted_content: bytes | None) -> None:
+    def __init__(self, context: Context) -> None:
         self.context = context
-        self.encrypted_content = encrypted_content
         self.matcher = context.matcher
         token = pseudonyms.patient_id(context.key, context.patient)
         self.pseudonyms = {0x00100020: token, 0x00100010: pseudonyms.patient_name(token)}
@@ -93,8 +91,6 @@ class _Checker:
                     self.walk(item, f"{path}[{index}].")
                 continue
             if vr in _NUMBERS or raw.value is None:
-                continue
-            if tag == _ENCRYPTED_CONTENT and self.encrypted_content is not None and raw.value == self.encrypted_content:
                 continue
             rule = self._rule(dataset, raw, vr, tag)
             for text in self._decodings(raw, vr, encodings):
