@@ -310,7 +310,12 @@ def serve(config: Config) -> int:
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_reload)
-    node.start()
+    try:
+        node.start()
+    except BaseException:
+        if node.observability is not None:
+            node.observability.stop()  # no metrics folder left behind by a failed start
+        raise
     while not stop_requested.wait(0.2):
         if reload_requested.is_set():
             reload_requested.clear()

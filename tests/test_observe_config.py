@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from dicom_proxy.config import ConfigError, load_config, parse_config
+from tests.netpeers import base_config, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -60,3 +65,29 @@ def test_audit_messages_defaults_and_errors(tmp_path: Path) -> None:
     assert _problems(_raw(logging={"audit_messages": half})) == [
         f"{key}.certificate_file: certificate_file and private_key_file go together"
     ]
+
+
+def test_failed_start_leaves_no_metrics_folder(tmp_path: Path) -> None:
+    """A node that cannot listen exits 2 and removes its multiprocess metrics folder."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = base_config(
+            tmp_path,
+            [{"name": "a", "type": "folder", "path": str(tmp_path / "out")}],
+            node={"bind": "127.0.0.1", "port": port},
+            metrics={"bind": "127.0.0.1", "port": 0},
+        )
+        path = write_config(tmp_path / "proxy.toml", config)
+        temporary = tmp_path / "tmp"
+        temporary.mkdir()
+        result = subprocess.run(
+            [sys.executable, "-m", "dicom_proxy", "serve", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "TMPDIR": str(temporary)},
+        )
+    assert result.returncode == 2, result.stderr
+    assert list(temporary.iterdir()) == []
