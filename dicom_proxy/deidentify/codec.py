@@ -19,11 +19,12 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_dataset
-from pydicom.filewriter import write_dataset
+from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.tag import Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from dicom_proxy import __version__
+from dicom_proxy.deidentify import fastencode
 from dicom_proxy.deidentify.structure import PixelDataSpan, check_structure
 from dicom_proxy.models import Refused
 from dicom_proxy.status import StoreStatus
@@ -145,9 +146,25 @@ def encode(dataset: Dataset) -> Encoded:
     if pixel is not None and isinstance(pixel.value, memoryview) and syntax != DeflatedExplicitVRLittleEndian:
         return _encode_around_pixel_data(dataset, pixel, syntax)
     materialize_pixel_data(dataset)
-    buffer = BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return Encoded((buffer.getvalue(),))
+    if syntax == DeflatedExplicitVRLittleEndian:
+        buffer = BytesIO()
+        dataset.save_as(buffer, enforce_file_format=True)
+        return Encoded((buffer.getvalue(),))
+    return Encoded((_part10(dataset, syntax),))
+
+
+def _part10(dataset: Dataset, syntax: UID) -> bytes:
+    """Preamble, File Meta Information (PS3.10 7.1) and the data set: the bytes of pydicom's
+    `save_as(enforce_file_format=True)`, with the data set's elements written by fastencode."""
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    fp.write(b"\0" * 128 + b"DICM")
+    meta = fastencode.write_file_meta(dataset.file_meta)
+    if meta is None:
+        write_file_meta_info(fp, dataset.file_meta, enforce_standard=True)
+    else:
+        fp.write(meta)
+    return bytes(fp.getvalue()) + fastencode.write_elements(dataset, syntax.is_implicit_VR, syntax.is_little_endian)
 
 
 def _encode_around_pixel_data(dataset: Dataset, pixel: RawDataElement | DataElement, syntax: UID) -> Encoded:
@@ -158,12 +175,11 @@ def _encode_around_pixel_data(dataset: Dataset, pixel: RawDataElement | DataElem
     for element in tail:
         del dataset[element.tag]
     try:
-        head = BytesIO()
-        dataset.save_as(head, enforce_file_format=True)
+        head = _part10(dataset, syntax)
         value = pixel.value
         assert isinstance(value, memoryview)
         undefined = _is_undefined_length(pixel)
-        parts: list[bytes | memoryview] = [head.getvalue(), _pixel_header(dataset, pixel, undefined, syntax), value]
+        parts: list[bytes | memoryview] = [head, _pixel_header(dataset, pixel, undefined, syntax), value]
         if undefined:
             parts.append(_sequence_delimiter(syntax.is_little_endian))
         if tail:
