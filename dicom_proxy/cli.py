@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     spool = with_config("spool", "inspect and act on spool queues and quarantine")
     spool.add_argument("action", choices=["status", "list", "retry", "purge"])
     spool.add_argument("--destination", help="only this destination (default: all)")
+    spool.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
     reid = commands.add_parser(
         "reidentify",
         help="restore original attributes from the Encrypted Attributes Sequence (PS3.15 E.1.2)",
@@ -221,7 +222,9 @@ def _deidentify(config: Config, args: argparse.Namespace) -> int:
 
 
 def _spool(config: Config, args: argparse.Namespace) -> int:
+    from dicom_proxy import audit
     from dicom_proxy.spool import Spool
+    from dicom_proxy.spool_commands import run
 
     names = [d.name for d in config.destinations]
     if args.destination is not None:
@@ -231,25 +234,17 @@ def _spool(config: Config, args: argparse.Namespace) -> int:
         names = [args.destination]
     spool = Spool(config.spool, names)
     if not spool.root.is_dir():
-        print(f"spool {spool.root} does not exist yet (nothing received)")
+        print("[]" if args.json else f"spool {spool.root} does not exist yet (nothing received)")
         return EXIT_OK
-    if args.action == "status":
-        print(f"{'destination':<24} {'queued':>8} {'bytes':>14} {'quarantined':>12}")
-        for status in spool.status():
-            print(f"{status.destination:<24} {status.queued:>8} {status.queued_bytes:>14} {status.quarantined:>12}")
-    elif args.action == "list":
-        for name in names:
-            for entry in spool.pending(name) if spool.queue_dir(name).is_dir() else []:
-                print(f"{name}\tqueued\t{entry.path.name}\t{entry.size}")
-            for path in spool.quarantined(name):
-                reason = Path(str(path) + ".reason.json")
-                print(f"{name}\tquarantined\t{path.name}\t{reason.read_text().strip() if reason.exists() else ''}")
-    elif args.action == "retry":
-        for name in names:
-            print(f"{name}: {spool.retry_quarantined(name)} quarantined entries queued again")
-    else:
-        for name in names:
-            print(f"{name}: {spool.purge_quarantined(name)} quarantined entries deleted")
+    if args.action in ("retry", "purge"):
+        try:
+            audit.configure(config.logging.audit_file)  # operator actions are audited
+        except OSError as exc:
+            assert config.logging.audit_file is not None
+            print(f"config error: logging.audit_file: {config.logging.audit_file}: {exc.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+    for line in run(spool, args.action, args.json):
+        print(line)
     return EXIT_OK
 
 

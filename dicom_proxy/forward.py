@@ -30,6 +30,7 @@ from dicom_proxy.deidentify.pixels import CODEC_LOCK
 from dicom_proxy.deidentify.pixels.bigendian import to_little_endian
 from dicom_proxy.models import SpoolEntry, is_valid_uid
 from dicom_proxy.spool import Spool, _fsync_dir, entry_uids
+from dicom_proxy.spool_state import DestinationHealth
 from dicom_proxy.status import is_success, is_transient_failure
 from dicom_proxy.tcp import set_tcp_nodelay
 
@@ -272,6 +273,8 @@ class Forwarder(threading.Thread):
         self.spool = spool
         self.sender = make_sender(destination, node)
         self.backoff = Backoff(destination.retry_initial_delay, destination.retry_max_delay)
+        # What `spool status` shows: written to the spool by this worker (spool_state.py).
+        self.health = DestinationHealth(spool.root, destination.name)
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -299,6 +302,7 @@ class Forwarder(threading.Thread):
                         type(exc).__name__,
                         delay,
                     )
+                    self.health.deferred(f"unexpected {type(exc).__name__}", delay)
                     self.sender.close()
                     self._stop_event.wait(delay)
         finally:
@@ -310,6 +314,7 @@ class Forwarder(threading.Thread):
             idle_since = now
         elif now - idle_since > _IDLE_RELEASE_SECONDS:
             self.sender.close()
+        self.health.idle()
         self.spool.wait_for_work(0.5)
         return idle_since
 
@@ -325,6 +330,7 @@ class Forwarder(threading.Thread):
             if outcome.result is Result.DELIVERED:
                 self.spool.complete(entry)
                 self.backoff.reset()
+                self.health.delivered()
                 audit.emit(
                     audit.ObjectForwarded(
                         destination=name, entry=entry.path.name, sop_instance_uid=sop, study_instance_uid=study,
@@ -333,6 +339,7 @@ class Forwarder(threading.Thread):
                 )
             elif outcome.result is Result.REFUSED:
                 self.spool.quarantine(entry, {"destination": name, "reason": outcome.reason, "status": outcome.status})
+                self.health.refused(outcome.reason)
                 audit.emit(
                     audit.ObjectQuarantined(
                         destination=name, entry=entry.path.name, reason=outcome.reason, status=outcome.status,
@@ -341,6 +348,7 @@ class Forwarder(threading.Thread):
                 )
             else:
                 delay = self.backoff.next_delay()
+                self.health.deferred(outcome.reason, delay)
                 audit.emit(
                     audit.DeliveryDeferred(
                         destination=name, reason=outcome.reason, retry_in=round(delay, 1), entry=entry.path.name,
