@@ -7,6 +7,7 @@ configuration error (nothing started).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -54,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--to", dest="last", metavar="YYYY-MM-DD", help="last day (inclusive)")
     stats.add_argument("--utc", action="store_true", help="days in UTC (default: local time)")
     stats.add_argument("--format", choices=["text", "csv"], default="text")
+    pseudonym = with_config("pseudonym", "print the pseudonyms the key derives for original identifiers (no lookup table)")
+    pseudonym.add_argument("--study-uid", default="", metavar="UID", help="original Study Instance UID")
+    pseudonym.add_argument("--series-uid", default="", metavar="UID", help="original Series Instance UID")
+    pseudonym.add_argument("--sop-uid", default="", metavar="UID", help="original SOP Instance UID")
+    pseudonym.add_argument("--patient-id", default=None, metavar="ID", help="original Patient ID")
+    pseudonym.add_argument("--issuer", default="", metavar="ISSUER", help="original Issuer of Patient ID")
+    pseudonym.add_argument("--accession", default="", metavar="NUMBER", help="original Accession Number")
+    pseudonym.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
     spool = with_config("spool", "inspect and act on spool queues and quarantine")
     spool.add_argument("action", choices=["status", "list", "retry", "purge"])
     spool.add_argument("--destination", help="only this destination (default: all)")
@@ -206,19 +215,35 @@ def _deidentify(config: Config, args: argparse.Namespace) -> int:
         print(f"error: input argument(s) {', '.join(map(str, missing))} do not exist", file=sys.stderr)
         return EXIT_USAGE
     engine = _engine(config)
-    written = refused = 0
+    written = refused = duplicates = conflicts = 0
+    # Output path -> (input number, content digest): two inputs can be one SOP Instance.
+    seen: dict[Path, tuple[int, str]] = {}
     for number, path in enumerate(_iter_inputs(args.inputs), 1):
         try:
             result = engine.deidentify_file(path)
-            _write_output(args.output, result)
+            digest = hashlib.sha256(b"".join(result.parts)).hexdigest()
+            first = seen.get(result.relative_path)
+            if first is None:
+                replaced = (args.output / result.relative_path).exists()
+                _write_output(args.output, result)
         except Refused as exc:
             refused += 1
             print(f"refused: input file #{number}: {exc.reason} (status 0x{int(exc.status):04X})", file=sys.stderr)
             continue
+        if first is not None:
+            # Same SOP Instance as an earlier input: written once, reported as what it is.
+            duplicates += 1
+            same = "same content" if first[1] == digest else "DIFFERENT content"
+            conflicts += first[1] != digest
+            print(f"duplicate: input file #{number}: same SOP Instance as input file #{first[0]} ({same}); "
+                  f"not written again: {result.relative_path}")
+            continue
+        seen[result.relative_path] = (number, digest)
         written += 1
-        print(f"written: {result.relative_path}")
-    print(f"summary: {written} written, {refused} refused, output in {args.output}")
-    return EXIT_REFUSED if refused else EXIT_OK
+        print(f"written: {result.relative_path}{' (replaced a file from an earlier run)' if replaced else ''}")
+    print(f"summary: {written} written, {refused} refused, {duplicates} duplicates not written again, "
+          f"output in {args.output}")
+    return EXIT_REFUSED if refused or conflicts else EXIT_OK
 
 
 def _spool(config: Config, args: argparse.Namespace) -> int:
@@ -319,6 +344,30 @@ def _stats(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _pseudonym(config: Config, args: argparse.Namespace) -> int:
+    from dicom_proxy import preflight, trace
+    from dicom_proxy.policy.options import Option
+
+    if not (args.study_uid or args.series_uid or args.sop_uid or args.patient_id is not None or args.accession):
+        print("error: give at least one of --study-uid, --series-uid, --sop-uid, --patient-id, --accession",
+              file=sys.stderr)
+        return EXIT_USAGE
+    identity = trace.derive(
+        preflight.read_key(config).key,  # never creates a key: another key means other pseudonyms
+        patient_id=args.patient_id,
+        issuer=args.issuer,
+        study_instance_uid=args.study_uid,
+        series_instance_uid=args.series_uid,
+        sop_instance_uid=args.sop_uid,
+        accession=args.accession,
+        retain_uids=Option.RETAIN_UIDS in config.deidentify.options,
+    )
+    # The originals are never printed back: only what the key derives from them.
+    for line in trace.describe(identity, config.logging.audit_file, args.json):
+        print(line)
+    return EXIT_OK
+
+
 _COMMANDS = {
     "serve": _serve,
     "deidentify": _deidentify,
@@ -328,4 +377,5 @@ _COMMANDS = {
     "spool": _spool,
     "preview": _preview,
     "stats": _stats,
+    "pseudonym": _pseudonym,
 }

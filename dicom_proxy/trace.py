@@ -8,6 +8,9 @@ those of the engine (`deidentify/pseudonyms.py`, `deidentify/uids.py`), never re
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from pydicom.dataset import Dataset
 
 from dicom_proxy.deidentify import pseudonyms
@@ -74,3 +77,25 @@ def of_dataset(key: bytes, dataset: Dataset, retain_uids: bool = False) -> Objec
         )
     except Exception:
         return ObjectIdentity()
+
+
+def describe(identity: ObjectIdentity, audit_file: Path | None, as_json: bool = False) -> list[str]:
+    """What `dicom-proxy pseudonym` prints: each derived pseudonym, where it appears, and the
+    grep that finds the audit records carrying them."""
+    rows = [
+        ("patient_id", identity.patient_id, "Patient ID in the output and in audit records"),
+        ("patient_name", pseudonyms.patient_name(identity.patient_id) if identity.patient_id else "",
+         "Patient's Name in the output"),
+        ("study_instance_uid", identity.study_instance_uid, "Study Instance UID in the output and audit records"),
+        ("series_instance_uid", identity.series_instance_uid, "Series Instance UID in the output and audit records"),
+        ("sop_instance_uid", identity.sop_instance_uid, "SOP Instance UID in the output and audit records"),
+        ("accession", identity.accession, "audit records only (the output carries no Accession Number)"),
+    ]
+    rows = [row for row in rows if row[1]]
+    if as_json:
+        return [json.dumps({name: value for name, value, _ in rows}, indent=1)]
+    width = max(len(name) for name, _, _ in rows)
+    lines = [f"{name.ljust(width)}  {value}  ({where})" for name, value, where in rows]
+    needles = [value for name, value, _ in rows if name != "patient_name"]
+    lines.append(f"find them: grep -E '{'|'.join(needles)}' {audit_file or 'AUDIT_FILE'}")
+    return lines

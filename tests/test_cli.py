@@ -71,3 +71,26 @@ def test_check_config_and_spool_status(tmp_path: Path) -> None:
     assert checked.returncode == 0 and "OK" in checked.stdout
     status = _run("spool", "status", "--config", str(config), cwd=tmp_path)
     assert status.returncode == 0
+
+
+def test_deidentify_reports_duplicates_distinctly(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "in", patients=1, series_per_study=1, images_per_series=2)
+    copy = tmp_path / "in" / "zz-copy.dcm"
+    copy.write_bytes(corpus[0].read_bytes())  # the same object twice
+    changed = dcmread(corpus[1])
+    changed.InstanceNumber = 99  # same SOP Instance UID, different content
+    changed.save_as(tmp_path / "in" / "zz-changed.dcm", enforce_file_format=True)
+    config = _config(tmp_path)
+    result = _run("deidentify", "--config", str(config), "--output", str(tmp_path / "out"), str(tmp_path / "in"),
+                  cwd=tmp_path)
+    assert f"summary: {len(corpus)} written, 0 refused, 2 duplicates not written again" in result.stdout
+    assert result.stdout.count("written: ") == len(corpus)
+    duplicates = [line for line in result.stdout.splitlines() if line.startswith("duplicate: ")]
+    assert len(duplicates) == 2
+    assert any("(same content)" in line for line in duplicates)
+    assert any("(DIFFERENT content)" in line for line in duplicates)
+    assert result.returncode == 1  # different content under one SOP Instance UID needs a look
+    assert len(list((tmp_path / "out").rglob("*.dcm"))) == len(corpus)
+    again = _run("deidentify", "--config", str(config), "--output", str(tmp_path / "out"), str(corpus[0]),
+                 cwd=tmp_path)
+    assert "(replaced a file from an earlier run)" in again.stdout and again.returncode == 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,11 @@ def _send(port: int, datasets: list[Dataset], called: str = "DEID_PROXY") -> tup
 
 def test_associations_refusals_and_summary_are_logged_and_the_sender_gets_an_error_comment(tmp_path: Path) -> None:
     folder = {"name": "archive", "type": "folder", "path": str(tmp_path / "archive")}
-    config = write_config(tmp_path / "proxy.toml", base_config(tmp_path, [folder]))
+    audit_file = tmp_path / "audit.jsonl"
+    config = write_config(
+        tmp_path / "proxy.toml",
+        base_config(tmp_path, [folder], logging={"level": "INFO", "audit_file": str(audit_file)}),
+    )
     good = ct_dataset()
     burned = ct_dataset()
     burned.SOPInstanceUID = SOP_UID + ".9"
@@ -60,7 +66,7 @@ def test_associations_refusals_and_summary_are_logged_and_the_sender_gets_an_err
         comment = str(responses[1].ErrorComment)
         assert "pixel" in comment.lower() and len(comment) <= 64
         assert "ErrorComment" not in responses[0]
-        assert wait_until(lambda: '"association_ended"' in proxy.log(), 10)
+        assert wait_until(lambda: '"association_ended"' in proxy.log() and '"forwarded"' in proxy.log(), 10)
         log = proxy.log()
 
     key = bytes.fromhex((tmp_path / "secret.key").read_text().strip())
@@ -97,3 +103,26 @@ def test_associations_refusals_and_summary_are_logged_and_the_sender_gets_an_err
 
     for original in (PATIENT_ID, STUDY_UID, SOP_UID, *PATIENT_NAME.split("^"), str(good.AccessionNumber)):
         assert original not in log
+
+
+def test_pseudonym_command_prints_what_one_grep_of_the_audit_finds(tmp_path: Path) -> None:
+    """A coordinator holding the original Study UID, Patient ID and accession number asks where
+    the study went: the command prints the pseudonyms and a grep that finds every record."""
+    test_associations_refusals_and_summary_are_logged_and_the_sender_gets_an_error_comment(tmp_path)
+    accession = str(ct_dataset().AccessionNumber)
+    command = [sys.executable, "-m", "dicom_proxy", "pseudonym", "--config", str(tmp_path / "proxy.toml"),
+               "--study-uid", STUDY_UID, "--patient-id", PATIENT_ID, "--accession", accession]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for original in (STUDY_UID, PATIENT_ID, accession):
+        assert original not in result.stdout
+    key = bytes.fromhex((tmp_path / "secret.key").read_text().strip())
+    expected = trace.derive(key, patient_id=PATIENT_ID, study_instance_uid=STUDY_UID, accession=accession)
+    assert f"study_instance_uid  {expected.study_instance_uid}" in result.stdout
+    assert f"patient_id          {expected.patient_id}" in result.stdout
+    [grep] = [line.removeprefix("find them: ") for line in result.stdout.splitlines() if line.startswith("find them:")]
+    found = subprocess.run(grep, shell=True, capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    events = [json.loads(line)["event"] for line in found.stdout.splitlines()]
+    assert sorted(events) == ["forwarded", "refused", "stored"]
+    as_json = json.loads(subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=60).stdout)
+    assert as_json["accession"] == expected.accession and as_json["patient_name"] == f"ANON^{expected.patient_id[:8]}"
