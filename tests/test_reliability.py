@@ -3,6 +3,7 @@ lost) and fail-closed admission under pressure."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -123,9 +124,10 @@ def test_permanent_refusal_is_quarantined_and_spool_retry_resends(tmp_path: Path
             assert broken.stored == []
         reasons = [p.read_text() for p in quarantine.glob("*.reason.json")]
         assert len(reasons) == 2 and all("0xC000" in r for r in reasons)
-        status = _cli(tmp_path, "spool", "status")
+        status = _cli(tmp_path, "spool", "status", "--json")
         assert status.returncode == 0
-        assert status.stdout.split("\n")[1].split() == ["research", "0", "0", "2"]
+        [research] = json.loads(status.stdout)
+        assert (research["destination"], research["queued"], research["quarantined"]) == ("research", 0, 2)
         with ScriptedSCP(archive_port, statuses=[0x0000]) as fixed:
             retried = _cli(tmp_path, "spool", "retry")
             assert retried.returncode == 0 and "2 quarantined entries queued again" in retried.stdout
