@@ -86,10 +86,15 @@ def as_config_error(key: str, path: Path, exc: OSError) -> ConfigError:
 def listen_problem(node: NodeConfig) -> str | None:
     """Can `node.bind:node.port` be listened on? Binds a probe socket as the server will
     (SO_REUSEADDR), then closes it. Port 0 always works."""
+    return listen_problem_at("node", node.bind, node.port)
+
+
+def listen_problem_at(section: str, bind: str, port: int) -> str | None:
+    """The same probe for any listening socket configured as `<section>.bind/port`."""
     try:
-        infos = socket.getaddrinfo(node.bind, node.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as exc:
-        return f"node.bind: {node.bind}: cannot resolve ({exc.strerror or exc})"
+        return f"{section}.bind: {bind}: cannot resolve ({exc.strerror or exc})"
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -97,7 +102,7 @@ def listen_problem(node: NodeConfig) -> str | None:
             probe.bind(address)
             probe.listen(1)
         except OSError as exc:
-            return listen_error(node, exc)
+            return listen_error_at(section, bind, port, exc)
     return None
 
 
@@ -118,8 +123,12 @@ def address_problem(node: NodeConfig) -> str | None:
 
 
 def listen_error(node: NodeConfig, exc: OSError) -> str:
-    key = "node.port" if exc.errno in (errno.EADDRINUSE, errno.EACCES) else "node.bind"
-    return f"{key}: cannot listen on {node.bind}:{node.port} ({exc.strerror or exc})"
+    return listen_error_at("node", node.bind, node.port, exc)
+
+
+def listen_error_at(section: str, bind: str, port: int, exc: OSError) -> str:
+    key = f"{section}.port" if exc.errno in (errno.EADDRINUSE, errno.EACCES) else f"{section}.bind"
+    return f"{key}: cannot listen on {bind}:{port} ({exc.strerror or exc})"
 
 
 # -- the secret key --------------------------------------------------------------------------

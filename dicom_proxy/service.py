@@ -163,21 +163,28 @@ class Node:
         if recovered:
             log.info("spool: %d queued entries recovered for delivery", recovered)
         # Most listening problems show before the forwarder exists (port in use, bad address).
-        problem = preflight.listen_problem(self.config.node)
-        if problem is not None:
-            raise ConfigError([problem])
+        problems = [preflight.listen_problem(self.config.node)]
+        metrics = self.config.metrics
+        if self.observability is not None:
+            problems.append(preflight.listen_problem_at("metrics", metrics.bind, metrics.port))
+        if any(problems):
+            raise ConfigError([p for p in problems if p is not None])
         # Fork before any thread exists in this process.
         self.start_forwarders()
         self.pipeline.engine = workers.with_workers(self.pipeline.engine, self.worker_processes)
         try:
             self.server = start_server(self.config.node, self.pipeline)
         except OSError as exc:  # lost a race for the port since the probe
-            self.stop_forwarders(0.0)
+            self._abandon_start()
             raise ConfigError([preflight.listen_error(self.config.node, exc)]) from None
         host, port = self.address
         if self.observability is not None:
             address = f"{self.config.node.ae_title}@{host}:{port}"
-            self.observability.start_server(self.config, self.spool, address, self.node_key.fingerprint)
+            try:
+                self.observability.start_server(self.config, self.spool, address, self.node_key.fingerprint)
+            except OSError as exc:
+                self._abandon_start()
+                raise ConfigError([preflight.listen_error_at("metrics", metrics.bind, metrics.port, exc)]) from None
         log.info(
             "dicom-proxy ready: AE %s listening on %s:%d (secret key fingerprint %s)",
             self.config.node.ae_title,
@@ -196,6 +203,16 @@ class Node:
         )
         sdnotify.notify("READY=1")
         sdnotify.start_watchdog(self.stopped, self.forwarders_alive)
+
+    def _abandon_start(self) -> None:
+        """A start that failed half-way leaves no process or thread behind (exit status 2)."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+        workers.close(self.pipeline.engine)
+        self.stop_forwarders(0.0)
+        if self.observability is not None:
+            self.observability.stop()
 
     def start_forwarders(self) -> None:
         context = multiprocessing.get_context("fork")

@@ -76,6 +76,10 @@ def test_port_in_use_exits_2_with_one_line(tmp_path: Path) -> None:
         assert _run("init", "--config", str(config), cwd=tmp_path).returncode == 0
         line = _one_config_error(_serve_expecting_failure(config, tmp_path), "node.port: cannot listen on")
         assert f"127.0.0.1:{port}" in line and "in use" in line
+        # The metrics/status port is checked the same way, before anything is started.
+        config = _config(tmp_path, metrics={"bind": "127.0.0.1", "port": port})
+        line = _one_config_error(_serve_expecting_failure(config, tmp_path), "metrics.port: cannot listen on")
+        assert f"127.0.0.1:{port}" in line
 
 
 def test_address_not_on_this_machine_exits_2_and_check_config_finds_it(tmp_path: Path) -> None:
