@@ -91,7 +91,14 @@ class _Walker:
     def dataset(self, pos: int, end: int, depth: int, delimited: bool) -> int:
         """Walk elements until `end` (or the item delimiter); return the position after."""
         while pos < end:
-            if depth == 0 and not delimited and self.data.count(0, pos, end) == end - pos:
+            # The count runs only where an element would start with four NUL bytes (no tag of
+            # a data set is (0000,0000)): counting at every element was quadratic in the size.
+            if (
+                depth == 0
+                and not delimited
+                and self.data[pos : pos + 4] == b"\0\0\0\0"
+                and self.data.count(0, pos, end) == end - pos
+            ):
                 # Trailing NUL padding after the last element (some senders pad to an even or
                 # block size): unambiguous, not an element; the data set ends here.
                 self.end = pos
