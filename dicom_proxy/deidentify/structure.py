@@ -91,12 +91,12 @@ class _Walker:
     def dataset(self, pos: int, end: int, depth: int, delimited: bool) -> int:
         """Walk elements until `end` (or the item delimiter); return the position after."""
         while pos < end:
-            # The count runs only where an element would start with four NUL bytes (no tag of
-            # a data set is (0000,0000)): counting at every element was quadratic in the size.
+            # The count runs only where an element would start with NUL bytes (no tag of a
+            # data set is (0000,0000)): counting at every element was quadratic in the size.
             if (
                 depth == 0
                 and not delimited
-                and self.data[pos : pos + 4] == b"\0\0\0\0"
+                and not any(self.data[pos : min(pos + 4, end)])
                 and self.data.count(0, pos, end) == end - pos
             ):
                 # Trailing NUL padding after the last element (some senders pad to an even or
