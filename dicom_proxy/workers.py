@@ -193,7 +193,14 @@ class PooledEngine(Engine):
             if self._executor is broken:
                 log.error("a de-identification worker process died; starting new workers")
                 self._executor = self._start(self._engine)
+        # The survivors of a broken pool can wait forever on a queue lock the dead worker held,
+        # and they ignore SIGTERM (the executor's own way to end them): kill them, or joining
+        # them hangs the executor's thread and the interpreter's exit.
+        survivors = list((getattr(broken, "_processes", None) or {}).values())
         broken.shutdown(wait=False)
+        for process in survivors:
+            if process.is_alive():
+                process.kill()
 
     def close(self) -> None:
         """Let objects in progress finish, then stop the workers."""

@@ -75,6 +75,23 @@ def test_dead_worker_fails_its_object_and_the_next_object_gets_new_workers(poole
     assert result.encoded == engine().deidentify_received(_received()).encoded
 
 
+def test_no_worker_of_a_broken_pool_survives(pooled: workers.PooledEngine) -> None:
+    """Workers ignore SIGTERM; the survivors of a broken pool must still go (a survivor stuck on
+    a queue lock once kept the test run from exiting)."""
+    import time
+
+    old = list(pooled._executor._processes.values())  # type: ignore[union-attr]
+    assert len(old) == 2
+    os.kill(old[0].pid, signal.SIGKILL)  # type: ignore[arg-type]
+    with pytest.raises(workers.WorkerFailed):
+        pooled.deidentify_received(_received())
+    deadline = time.monotonic() + 10
+    while any(p.is_alive() for p in old) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(p.is_alive() for p in old)
+    assert pooled.deidentify_received(_received()).encoded == engine().deidentify_received(_received()).encoded
+
+
 def test_large_objects_stay_in_the_receiving_process(
     pooled: workers.PooledEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
