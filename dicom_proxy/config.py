@@ -94,14 +94,14 @@ class PixelConfig:
     rules_file: Path | None = None
     # Objects of these modalities / SOP classes are assumed to carry burned-in text.
     high_risk_modalities: tuple[str, ...] = ("US", "SC", "OT", "DOC", "XC", "ES")
+    # A listed UID covers its sub-classes too (".7" covers the multi-frame SC ".7.1"-".7.4").
     high_risk_sop_classes: tuple[str, ...] = (
-        "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
-        "1.2.840.10008.5.1.4.1.1.7.1",  # Multi-frame Single Bit SC
-        "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte SC
-        "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word SC
-        "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color SC
-        "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
-        "1.2.840.10008.5.1.4.1.1.104.2",  # Encapsulated CDA
+        "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage (and multi-frame SC)
+        "1.2.840.10008.5.1.4.1.1.104",  # Encapsulated PDF, CDA, STL, OBJ, MTL
+        "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image Storage
+        "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image Storage
+        "1.2.840.10008.5.1.4.1.1.77.1.1",  # VL Endoscopic Image Storage (and video)
+        "1.2.840.10008.5.1.4.1.1.77.1.4",  # VL Photographic Image Storage (and video)
     )
     # What to do with a high-risk object that no rule cleans: refuse (default) or forward
     # it with its pixel data removed.
@@ -109,6 +109,13 @@ class PixelConfig:
     allow_lossy_recompression: bool = False
     # The compiled rules_file; load_config reads it (None: not read yet, PixelCleaner reads it).
     rules: RuleSet | None = None
+    # Look for burned-in text in the pixels: on every image, only on high-risk ones, or never.
+    detect: Literal["all", "high-risk", "off"] = "all"
+    detector: Literal["opencv", "ppocr"] = "opencv"
+    # Detected text boxes covering more than this share of the image: refuse, do not destroy.
+    max_mask_share: float = 0.25
+    # "identifying": mask only boxes whose text reads as identifying (needs detector "ppocr").
+    mask_text: Literal["all", "identifying"] = "all"
 
 
 @dataclass(frozen=True)
@@ -535,8 +542,12 @@ def _parse_pixels(r: _Reader, t: dict[str, Any], key: str = "deidentify.pixels")
     r.unknown_keys(
         f"{key}.",
         t,
-        {"rules_file", "high_risk_modalities", "high_risk_sop_classes", "on_uncleaned", "allow_lossy_recompression"},
+        {"rules_file", "high_risk_modalities", "high_risk_sop_classes", "on_uncleaned", "allow_lossy_recompression"}
+        | _DETECT_KEYS,
     )
+    share = r.number(f"{key}.max_mask_share", t, "max_mask_share", d.max_mask_share)
+    if share > 1:
+        r.fail(f"{key}.max_mask_share", "must be a share from 0 to 1 (0.25: a quarter of the image)")
     on_uncleaned = r.choice(f"{key}.on_uncleaned", t, "on_uncleaned", d.on_uncleaned, ("refuse", "remove_pixels"))
     return PixelConfig(
         rules_file=r.path(f"{key}.rules_file", t, "rules_file", None),
@@ -550,7 +561,14 @@ def _parse_pixels(r: _Reader, t: dict[str, Any], key: str = "deidentify.pixels")
         allow_lossy_recompression=r.boolean(
             f"{key}.allow_lossy_recompression", t, "allow_lossy_recompression", False
         ),
+        detect=r.choice(f"{key}.detect", t, "detect", d.detect, ("all", "high-risk", "off")),  # type: ignore[arg-type]
+        detector=r.choice(f"{key}.detector", t, "detector", d.detector, ("opencv", "ppocr")),  # type: ignore[arg-type]
+        max_mask_share=share,
+        mask_text=r.choice(f"{key}.mask_text", t, "mask_text", d.mask_text, ("all", "identifying")),  # type: ignore[arg-type]
     )
+
+
+_DETECT_KEYS = {"detect", "detector", "max_mask_share", "mask_text"}
 
 
 def _parse_spool(r: _Reader, t: dict[str, Any]) -> SpoolConfig:

@@ -45,7 +45,9 @@ def test_record_of_what_was_done() -> None:
     out = read(engine("retain_longitudinal_modified_dates", "clean_descriptors").deidentify(ct_dataset()).encoded)
     assert out.PatientIdentityRemoved == "YES"
     codes = [item.CodeValue for item in out.DeidentificationMethodCodeSequence]
-    assert codes == ["113100", "113107", "113105"]
+    # 113101 Clean Pixel Data: the default detector looked at every frame (issue 10)
+    assert codes == ["113100", "113101", "113107", "113105"]
+    assert out.BurnedInAnnotation == "NO"
     assert all(item.CodingSchemeDesignator == "DCM" for item in out.DeidentificationMethodCodeSequence)
     assert "2026d" in out.DeidentificationMethod[0]
     assert out.LongitudinalTemporalInformationModified == "MODIFIED"

@@ -113,9 +113,17 @@ LOSSY_SYNTAXES = {
 
 
 def make_cleaner(tmp_path: Path, rules: str = ALL_RULE, **options: Any) -> PixelCleaner:
+    """Rules plus, unless `detect` says otherwise, the default detector (as configured)."""
     path = tmp_path / "rules.toml"
     path.write_text(rules, encoding="utf-8")
     return PixelCleaner(PixelConfig(rules_file=path, **options))
+
+
+def boxes_of(cleaner: PixelCleaner, ds: Dataset) -> tuple[Box, ...]:
+    """Every box any source (rules, detector) will fill, as the preview reports them."""
+    preview = cleaner.preview(ds)
+    assert preview.refusal is None, preview.refusal
+    return tuple(f.box for f in preview.boxes)
 
 
 def example(name: str) -> Dataset:
@@ -157,22 +165,16 @@ def expected_fill(ds: Dataset) -> tuple[int, ...]:
     )
 
 
-def assert_masked(
-    before: np.ndarray, after: np.ndarray, mask: np.ndarray, fill: tuple[int, ...]
-) -> None:
+def assert_masked(before: np.ndarray, after: np.ndarray, mask: np.ndarray, fill: tuple[int, ...]) -> None:
     assert after.shape == before.shape
     assert mask.any()
     inside = after[:, mask, :]
     assert np.array_equal(inside, np.broadcast_to(np.asarray(fill), inside.shape)), "fill"
-    assert np.array_equal(after[:, ~mask, :], before[:, ~mask, :]), (
-        "pixels outside the masks changed"
-    )
+    assert np.array_equal(after[:, ~mask, :], before[:, ~mask, :]), "pixels outside the masks changed"
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
-def test_example_files_are_masked_and_everything_else_is_unchanged(
-    tmp_path: Path, name: str
-) -> None:
+def test_example_files_are_masked_and_everything_else_is_unchanged(tmp_path: Path, name: str) -> None:
     cleaner = make_cleaner(tmp_path)
     ds = example(name)
     original_syntax = UID(ds.file_meta.TransferSyntaxUID)
@@ -180,25 +182,21 @@ def test_example_files_are_masked_and_everything_else_is_unchanged(
     lossy_flag = ds.get("LossyImageCompression")
     before = decoded(ds)
     was_422 = ds.PhotometricInterpretation == "YBR_FULL_422" and not original_syntax.is_compressed
-    _, boxes = cleaner.plan(ds)
+    boxes = boxes_of(cleaner, ds)
 
     outcome = cleaner.clean(ds)
     out = round_trip(ds)
 
-    assert outcome == PixelOutcome(
-        cleaned=True,
-        rules=("everything",),
-        transfer_syntax_changed=EXAMPLES[name] != original_syntax,
-    )
+    assert (outcome.cleaned, outcome.rules) == (True, ("everything",))
+    assert outcome.transfer_syntax_changed == (EXAMPLES[name] != original_syntax)
+    assert outcome.sources == ("rules", "opencv")
     assert out.file_meta.TransferSyntaxUID == EXAMPLES[name]
     assert out.SOPInstanceUID == sop_instance_uid
     assert out.BurnedInAnnotation == "NO"
     assert out.get("LossyImageCompression") == lossy_flag
     if original_syntax in LOSSY_SYNTAXES:
         assert not UID(out.file_meta.TransferSyntaxUID).is_compressed, "no second lossy step"
-    assert_masked(
-        before, decoded(out), box_mask(out.Rows, out.Columns, boxes, was_422), expected_fill(out)
-    )
+    assert_masked(before, decoded(out), box_mask(out.Rows, out.Columns, boxes, was_422), expected_fill(out))
 
 
 def test_native_masking_keeps_every_byte_outside_the_rectangles(tmp_path: Path) -> None:
@@ -208,7 +206,7 @@ def test_native_masking_keeps_every_byte_outside_the_rectangles(tmp_path: Path) 
     raw = bytearray(ds.PixelData)
     raw[1] |= 0xF0  # high bits outside Bits Stored, pixel (0, 0) is outside the masks
     ds.PixelData = bytes(raw)
-    _, boxes = cleaner.plan(ds)
+    boxes = boxes_of(cleaner, ds)
     cleaner.clean(ds)
     after = np.frombuffer(ds.PixelData, dtype="<u2").reshape(ds.Rows, ds.Columns)
     before = np.frombuffer(bytes(raw), dtype="<u2").reshape(ds.Rows, ds.Columns)
@@ -243,9 +241,7 @@ def synthetic(
     allocated = 8 if bits <= 8 else 16
     dtype = np.dtype(f"<{'i' if signed else 'u'}{allocated // 8}")
     low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-    array = rng.integers(low, high, size=(frames, rows, columns, samples), endpoint=True).astype(
-        dtype
-    )
+    array = rng.integers(low, high, size=(frames, rows, columns, samples), endpoint=True).astype(dtype)
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -309,7 +305,7 @@ def test_every_layout_in_every_lossless_syntax(
     before = decoded(ds)
     assert np.array_equal(before, original)
     cleaner = make_cleaner(tmp_path)
-    _, boxes = cleaner.plan(ds)
+    boxes = boxes_of(cleaner, ds)
     assert cleaner.clean(ds).cleaned
     out = round_trip(ds)
     assert out.file_meta.TransferSyntaxUID == syntax
@@ -324,9 +320,7 @@ def test_every_layout_in_every_lossless_syntax(
     assert_masked(before, decoded(out), box_mask(out.Rows, out.Columns, boxes), fill)
 
 
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     layout=st.sampled_from(LAYOUTS),
     x=st.integers(0, 40),
@@ -345,7 +339,7 @@ name = "r"
 match.Modality = "OT"
 rectangles = [{{ x = {x}, y = {y}, width = {width}, height = {height} }}]
 """
-    cleaner = make_cleaner(tmp_path, rules)
+    cleaner = make_cleaner(tmp_path, rules, detect="off")  # rules alone: the fail-closed path
     _, boxes = cleaner.plan(ds)
     if not boxes:  # rectangle outside the image: the rule does not apply, fail closed
         with pytest.raises(Refused):
@@ -365,7 +359,7 @@ fill = [100, 110, 120]
 rectangles = [{ x = 0, y = 0, width = 5, height = 5 }]
 """
     ds, before = synthetic("RGB", 8, False, 2, 1)
-    make_cleaner(tmp_path, rules).clean(ds)
+    make_cleaner(tmp_path, rules, detect="off").clean(ds)
     after = decoded(ds)
     assert (after[:, :5, :5, :] == np.array([100, 110, 120])).all()
     assert np.array_equal(after[:, 5:, :, :], before[:, 5:, :, :])
@@ -396,7 +390,7 @@ def test_lossy_jpeg_ls_is_recompressed_only_when_allowed(tmp_path: Path) -> None
     cleaner = make_cleaner(tmp_path, allow_lossy_recompression=True)
     ds = example("SC_rgb_jls_lossy_line.dcm")
     before = decoded(ds)
-    _, boxes = cleaner.plan(ds)
+    boxes = boxes_of(cleaner, ds)
     cleaner.clean(ds)
     out = round_trip(ds)
     assert out.file_meta.TransferSyntaxUID == JPEGLSNearLossless
@@ -436,15 +430,13 @@ def mr_with_phi() -> Dataset:
         ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.7"}, "SOP Class"),
     ],
 )
-def test_high_risk_object_without_rule_is_refused(
-    tmp_path: Path, change: dict[str, str], reason: str
-) -> None:
+def test_high_risk_object_without_rule_is_refused(tmp_path: Path, change: dict[str, str], reason: str) -> None:
     ds = mr_with_phi()
     for keyword, value in change.items():
         setattr(ds, keyword, value)
     pixel_data = ds.PixelData
     with pytest.raises(Refused) as info:
-        PixelCleaner(PixelConfig()).clean(ds)
+        PixelCleaner(PixelConfig(detect="off")).clean(ds)
     assert info.value.status == StoreStatus.PIXELS_NOT_CLEANABLE
     assert reason in info.value.reason
     for value in ("DOE", "MRN12345", str(ds.SOPInstanceUID), str(ds.SOPClassUID), "US"):
@@ -462,7 +454,7 @@ rectangles = [{ x = 0, y = 0, width = 5, height = 5 }]
     ds = mr_with_phi()
     ds.BurnedInAnnotation = "YES"
     with pytest.raises(Refused) as info:
-        make_cleaner(tmp_path, rules).clean(ds)
+        make_cleaner(tmp_path, rules, detect="off").clean(ds)
     assert info.value.status == StoreStatus.PIXELS_NOT_CLEANABLE
 
 
@@ -475,13 +467,13 @@ rectangles = [{ x = 600, y = 0, width = 100, height = 40 }]
 """
     ds = example("examples_rgb_color.dcm")  # 320 columns
     with pytest.raises(Refused):
-        make_cleaner(tmp_path, rules).clean(ds)
+        make_cleaner(tmp_path, rules, detect="off").clean(ds)
 
 
 def test_remove_pixels_when_the_site_asks(tmp_path: Path) -> None:
     ds = example("examples_ybr_color.dcm")  # US, no rule
     ds.IconImageSequence = [Dataset()]
-    outcome = PixelCleaner(PixelConfig(on_uncleaned="remove_pixels")).clean(ds)
+    outcome = PixelCleaner(PixelConfig(on_uncleaned="remove_pixels", detect="off")).clean(ds)
     assert outcome == PixelOutcome(pixels_removed=True)
     assert "PixelData" not in ds and "IconImageSequence" not in ds
 
@@ -514,7 +506,7 @@ rectangles = [{ x = 0, y = 0, width = 5, height = 5 }]
     ds = example("MR_small_jpeg_ls_lossless.dcm")
     garbage = b"\xfe\xff\x00\xe0\x00\x00\x00\x00\xfe\xff\x00\xe0\x04\x00\x00\x00junk"
     ds.PixelData = garbage
-    assert make_cleaner(tmp_path, rules).clean(ds) == PixelOutcome()
+    assert make_cleaner(tmp_path, rules, detect="off").clean(ds) == PixelOutcome()
     assert ds.PixelData == garbage
     assert ds.file_meta.TransferSyntaxUID == JPEGLSLossless
 
@@ -529,9 +521,7 @@ def test_high_risk_object_without_pixel_content_passes(tmp_path: Path) -> None:
 
 def test_bad_rules_file_is_a_config_error_naming_file_and_rule(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text(
-        '[[rules]]\nname = "x"\nmatch.Colour = "red"\nrectangles = []\n', encoding="utf-8"
-    )
+    path.write_text('[[rules]]\nname = "x"\nmatch.Colour = "red"\nrectangles = []\n', encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         PixelCleaner(PixelConfig(rules_file=path))
     assert any(str(path) in p and "rules[0].match.Colour" in p for p in info.value.problems)
@@ -578,7 +568,7 @@ def test_received_data_set_path(tmp_path: Path, name: str) -> None:
         data = compressor.compress(data) + compressor.flush()
     received = codec.decode_received(data, syntax)
     cleaner = make_cleaner(tmp_path)
-    _, boxes = cleaner.plan(received)
+    boxes = boxes_of(cleaner, received)
     assert cleaner.clean(received).cleaned
     out = round_trip(received)
     assert out.file_meta.TransferSyntaxUID == EXAMPLES[name]
@@ -605,7 +595,7 @@ def test_embedded_overlay_bits_are_cleared_everywhere(tmp_path: Path) -> None:
     raw |= 0x8000  # an "overlay" bit set in every pixel
     ds.PixelData = raw.tobytes()
     cleaner = make_cleaner(tmp_path)
-    _, boxes = cleaner.plan(ds)
+    boxes = boxes_of(cleaner, ds)
     cleaner.clean(ds)
     after = np.frombuffer(ds.PixelData, dtype="<u2").reshape(ds.Rows, ds.Columns)
     mask = box_mask(ds.Rows, ds.Columns, boxes)

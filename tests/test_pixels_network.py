@@ -1,8 +1,8 @@
 """Pixel stage over the real network path: dcmtk storescu -> dicom-proxy serve -> dcmtk storescp.
 
 A compressed ultrasound object (JPEG 2000 Lossless, RGB 480x640) that the starter rules mask
-must arrive still compressed, decode, and have the header band filled with black while every
-other pixel is unchanged.
+must arrive still compressed, decode, and have the header band (and the text the detector
+finds) filled with black while every other pixel is unchanged.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import JPEG2000Lossless
 
+from dicom_proxy.config import PixelConfig
+from dicom_proxy.deidentify.pixels import PixelCleaner
 from tests.netpeers import (
     DCMTK_ENV,
     Proxy,
@@ -27,6 +29,7 @@ from tests.netpeers import (
     dicom_destination,
     free_port,
     require_tool,
+    wait_until,
     write_config,
 )
 
@@ -95,12 +98,19 @@ def test_compressed_us_object_is_masked_end_to_end(tmp_path: Path) -> None:
     after = received.pixel_array.astype(np.int64)
     band = 48  # starter rule "US screen header band": top 10% of 480 rows
     assert (after[:band] == 0).all()
-    assert np.array_equal(after[band:], before[band:])
+    preview = PixelCleaner(PixelConfig(rules_file=STARTER_RULES)).preview(original)
+    masked = np.zeros(after.shape[:2], dtype=bool)
+    for found in preview.boxes:
+        masked[found.box.top : found.box.bottom, found.box.left : found.box.right] = True
+    assert masked[:band].all() and not masked.all()
+    assert (after[masked] == 0).all()
+    assert np.array_equal(after[~masked], before[~masked])
     codes = {str(item.CodeValue) for item in received.get("DeidentificationMethodCodeSequence", [])}
     assert "113101" in codes  # Clean Pixel Data Option (PS3.16 CID 7050)
 
 
-def test_burned_in_objects_no_rule_cleans_are_refused_to_the_sender(tmp_path: Path) -> None:
+@pytest.mark.parametrize("detect", ["off", "all"])
+def test_burned_in_objects_are_refused_without_detection_and_cleaned_with_it(tmp_path: Path, detect: str) -> None:
     from tests.corpus import write_corpus
     from tests.netpeers import pynetdicom_send_files
 
@@ -111,10 +121,22 @@ def test_burned_in_objects_no_rule_cleans_are_refused_to_the_sender(tmp_path: Pa
     secondary_capture = get_testdata_file("SC_rgb_rle.dcm")  # Secondary Capture, RLE: high risk by default
     assert secondary_capture is not None
     folder = {"name": "archive", "type": "folder", "path": str(tmp_path / "out")}
-    config = write_config(tmp_path / "proxy.toml", base_config(tmp_path, [folder]))  # no rules file
+    raw = base_config(tmp_path, [folder])  # no rules file
+    raw["deidentify"]["pixels"] = {"detect": detect}
+    config = write_config(tmp_path / "proxy.toml", raw)
     with Proxy(config, tmp_path) as proxy:
         statuses = pynetdicom_send_files(proxy.port, [burned_in, Path(secondary_capture)])
-        assert statuses == [0xC003, 0xC003]
-        assert proxy.log().count('"status": "0xC003"') == 2  # audit records of both refusals
-    assert not list((tmp_path / "spool" / "queues" / "archive").iterdir())
-    assert not (tmp_path / "out").exists()
+        if detect == "off":
+            assert statuses == [0xC003, 0xC003]
+            assert proxy.log().count('"status": "0xC003"') == 2  # audit records of both refusals
+        else:  # the detector looked at both: cleaned, not refused
+            assert statuses == [0x0000, 0x0000]
+            assert not proxy.log().count('"status": "0xC003"')
+            assert wait_until(lambda: len(list((tmp_path / "out").rglob("*.dcm"))) == 2, 30)
+    if detect == "off":
+        assert not list((tmp_path / "spool" / "queues" / "archive").iterdir())
+        assert not (tmp_path / "out").exists()
+        return
+    written = sorted((tmp_path / "out").rglob("*.dcm"))
+    assert len(written) == 2
+    assert all(dcmread(path).BurnedInAnnotation == "NO" for path in written)

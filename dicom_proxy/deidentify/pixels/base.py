@@ -1,8 +1,10 @@
-"""The abstraction every codec family implements: decode -> mask -> encode.
+"""The abstraction every codec family implements: decode -> (find boxes) -> mask -> encode.
 
-A codec family is one small module (``native``, ``rle``, ``jpeg``, ``jpegls``, ``jpeg2000``)
-exposing a ``CODEC`` object with the transfer syntaxes it handles and a ``mask`` method; the
-registry picks it by transfer syntax, like pydicom 3's ``pixels`` backends.
+A codec family is one small module (``native``, ``bigendian``, ``rle``, ``jpeg``, ``jpegls``,
+``jpeg2000``) exposing a ``CODEC`` object with the transfer syntaxes it handles, a ``decode``
+method returning `DecodedPixels` and an ``encode`` method writing them back; the registry picks
+it by transfer syntax, like pydicom 3's ``pixels`` backends. Decoding once lets every source of
+boxes (site rules, text detectors) look at the same pixels before anything is re-encoded.
 
 Masking works on a 4-D view ``(frames, rows, columns, samples)`` of the pixel cells so one
 vectorised slice assignment per rectangle fills every frame (PS3.3 C.7.6.3.1.3: frames are
@@ -87,15 +89,52 @@ class Geometry:
             raise PixelError("Image Pixel Module attributes missing or invalid") from None
 
 
+class DecodedPixels(Protocol):
+    """Decoded Pixel Data of one object, owned by the pixel stage until it is encoded."""
+
+    @property
+    def geometry(self) -> Geometry:
+        """The layout of the decoded values (the decoder may change colour space)."""
+        ...
+
+    def grey(self) -> np.ndarray:
+        """(frames, rows, columns) luminance in stored units (PS3.3 C.7.6.3.1.2): the single
+        sample of monochrome and palette images, Y of YBR, a weighted sum of RGB."""
+        ...
+
+    def fill(self, boxes: tuple[Box, ...], fill: tuple[int, ...]) -> None:
+        """Fill `boxes` in every frame with `fill` (one value per sample, stored units)."""
+        ...
+
+
 class PixelCodec(Protocol):
-    """One codec family: the transfer syntaxes it handles and how to mask them in place."""
+    """One codec family: the transfer syntaxes it handles, how to decode and re-encode them."""
 
     @property
     def syntaxes(self) -> frozenset[UID]: ...
 
-    def mask(self, dataset: Dataset, plan: MaskPlan) -> None:
-        """Fill `plan.boxes` in every frame; update Pixel Data and, if needed, the syntax."""
+    def decode(self, dataset: Dataset) -> DecodedPixels:
+        """Decode every frame; the dataset is not changed. Raises PixelError."""
         ...
+
+    def encode(self, dataset: Dataset, pixels: DecodedPixels, plan: MaskPlan) -> None:
+        """Store `pixels` (as returned by this codec's `decode`) as Pixel Data, losslessly in
+        the original syntax where an encoder exists; update the syntax if it changes."""
+        ...
+
+
+def luminance(frames: np.ndarray, photometric: str) -> np.ndarray:
+    """(frames, rows, columns) grey values of a (frames, rows, columns, samples) array.
+
+    YBR (PS3.3 C.7.6.3.1.2) already carries luminance in its first sample; RGB is weighted as
+    ITU-R BT.601 does (the weights YBR_FULL uses); float32 for up to 16 bits, else float64.
+    """
+    if frames.shape[-1] == 1 or photometric.startswith("YBR"):
+        return frames[..., 0]
+    dtype = np.float32 if frames.dtype.itemsize <= 2 else np.float64
+    weights = np.asarray((0.299, 0.587, 0.114), dtype=dtype)
+    grey: np.ndarray = np.tensordot(frames[..., :3].astype(dtype), weights, axes=1)
+    return grey
 
 
 def default_fill(photometric: str, samples: int, bits_stored: int, signed: bool) -> tuple[int, ...]:
@@ -128,11 +167,7 @@ def check_fill(fill: tuple[int, ...], geometry: Geometry, photometric: str) -> t
     if len(fill) != geometry.samples:
         raise PixelError("rule fill has a different number of samples than the image")
     low = -(1 << (geometry.bits_stored - 1)) if geometry.signed else 0
-    high = (
-        (1 << (geometry.bits_stored - 1)) - 1
-        if geometry.signed
-        else (1 << geometry.bits_stored) - 1
-    )
+    high = (1 << (geometry.bits_stored - 1)) - 1 if geometry.signed else (1 << geometry.bits_stored) - 1
     if not all(low <= v <= high for v in fill):
         raise PixelError("rule fill is outside the range of Bits Stored")
     return fill
@@ -175,26 +210,27 @@ class EncapsulatedCodec:
     decoding_plugin: str = ""
     encoding_plugin: str = ""
 
-    def mask(self, dataset: Dataset, plan: MaskPlan) -> None:
-        syntax = UID(dataset.file_meta.TransferSyntaxUID)
+    def decode(self, dataset: Dataset) -> ArrayPixels:
         array, meta = decode(dataset, self.decoding_plugin)
         geometry = decoded_geometry(dataset, meta)
-        frames = as_frames(array, geometry)
-        fill_frames(frames, plan.boxes, resolve_fill(plan, geometry, geometry.photometric))
+        return ArrayPixels(array, as_frames(array, geometry), geometry)
+
+    def encode(self, dataset: Dataset, pixels: DecodedPixels, plan: MaskPlan) -> None:
+        if not isinstance(pixels, ArrayPixels):
+            raise PixelError("pixels were decoded by another codec family")
+        syntax = UID(dataset.file_meta.TransferSyntaxUID)
         target, options = self._target(dataset, syntax, plan)
         if target is not None:
             try:
-                store_encapsulated(dataset, array, geometry, target, options, self.encoding_plugin)
+                store_encapsulated(dataset, pixels.array, pixels.geometry, target, options, self.encoding_plugin)
                 return
             except PixelError:
                 # The encoder rejects this layout (e.g. RLE with 32-bit samples): storing
                 # uncompressed loses nothing, so it is always an acceptable fallback.
                 pass
-        store_native(dataset, array, geometry)
+        store_native(dataset, pixels.array, pixels.geometry)
 
-    def _target(
-        self, dataset: Dataset, syntax: UID, plan: MaskPlan
-    ) -> tuple[UID | None, dict[str, Any]]:
+    def _target(self, dataset: Dataset, syntax: UID, plan: MaskPlan) -> tuple[UID | None, dict[str, Any]]:
         if syntax in self.lossy:
             if plan.allow_lossy_recompression and self.lossy_options is not None:
                 options = self.lossy_options(dataset, syntax)
@@ -202,6 +238,21 @@ class EncapsulatedCodec:
                     return syntax, options
             return None, {}
         return self.lossless.get(syntax), {}
+
+
+@dataclass(frozen=True)
+class ArrayPixels:
+    """Pixels decoded by pydicom: the array and its (frames, rows, columns, samples) view."""
+
+    array: np.ndarray
+    frames: np.ndarray
+    geometry: Geometry
+
+    def grey(self) -> np.ndarray:
+        return luminance(self.frames, self.geometry.photometric)
+
+    def fill(self, boxes: tuple[Box, ...], fill: tuple[int, ...]) -> None:
+        fill_frames(self.frames, boxes, fill)
 
 
 def decode(dataset: Dataset, preferred_plugin: str = "") -> tuple[np.ndarray, dict[str, Any]]:
@@ -289,9 +340,7 @@ def store_encapsulated(
     error: Exception | None = None
     for plugin in plugins:  # "" lets pydicom try every available plugin
         try:
-            dataset.compress(
-                syntax, array, encoding_plugin=plugin, generate_instance_uid=False, **options
-            )
+            dataset.compress(syntax, array, encoding_plugin=plugin, generate_instance_uid=False, **options)
             break
         except Exception as exc:
             error = exc

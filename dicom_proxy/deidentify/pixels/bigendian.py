@@ -14,7 +14,13 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRBigEndian
 
-from dicom_proxy.deidentify.pixels.base import EncapsulatedCodec, MaskPlan, PixelError
+from dicom_proxy.deidentify.pixels.base import (
+    ArrayPixels,
+    DecodedPixels,
+    EncapsulatedCodec,
+    MaskPlan,
+    PixelError,
+)
 
 _WORD_SIZE = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
 _PIXEL_DATA = 0x7FE00010
@@ -24,9 +30,16 @@ _PIXEL_DATA = 0x7FE00010
 class BigEndianCodec:
     syntaxes: frozenset[UID] = frozenset({ExplicitVRBigEndian})
 
-    def mask(self, dataset: Dataset, plan: MaskPlan) -> None:
-        EncapsulatedCodec(self.syntaxes).mask(dataset, plan)  # -> Explicit VR Little Endian
+    def decode(self, dataset: Dataset) -> ArrayPixels:
+        return _DECODER.decode(dataset)
+
+    def encode(self, dataset: Dataset, pixels: DecodedPixels, plan: MaskPlan) -> None:
+        _DECODER.encode(dataset, pixels, plan)  # -> Explicit VR Little Endian
         to_little_endian(dataset)
+
+
+# No lossless target: pydicom decodes big endian and stores the result little endian.
+_DECODER = EncapsulatedCodec(frozenset({ExplicitVRBigEndian}))
 
 
 CODEC = BigEndianCodec()

@@ -1,9 +1,9 @@
-"""Native (uncompressed) little-endian Pixel Data: mask the stored bytes in place.
+"""Native (uncompressed) little-endian Pixel Data: mask a copy of the stored bytes.
 
 PS3.5 8.1.1 and Annex A.1/A.2/A.5 (Implicit, Explicit and Deflated Explicit VR Little Endian).
-No decode/encode round trip: a numpy view over the stored bytes is filled directly, so every
-byte outside the rectangles (unused high bits and overlay bits included) stays identical, and
-the transfer syntax does not change.
+No decode/encode round trip: "decoding" is a numpy view over a copy of the stored bytes, filled
+directly, so every byte outside the rectangles (unused high bits and overlay bits included)
+stays identical, and the transfer syntax does not change.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from pydicom.uid import (
 )
 
 from dicom_proxy.deidentify.pixels.base import (
+    DecodedPixels,
     Geometry,
     MaskPlan,
     Photometric,
     PixelError,
     fill_frames,
-    resolve_fill,
+    luminance,
 )
 from dicom_proxy.deidentify.pixels.rules import Box
 
@@ -36,20 +37,71 @@ class NativeCodec:
         {ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian}
     )
 
-    def mask(self, dataset: Dataset, plan: MaskPlan) -> None:
+    def decode(self, dataset: Dataset) -> NativePixels:
+        """A copy of the stored bytes with a view per layout: "decoding" is only a view."""
         g = Geometry.of(dataset)
         buffer = bytearray(dataset.PixelData)
-        fill = resolve_fill(plan, g, g.photometric)
         if g.bits_allocated == 1:
-            _mask_single_bit(buffer, g, plan.boxes, fill)
-        elif g.photometric == Photometric.YBR_FULL_422 and g.samples == 3:
-            _mask_ybr_422(buffer, g, plan.boxes, fill)
+            if g.samples != 1:
+                raise PixelError("single-bit Pixel Data with more than one sample")
+            count = g.frames * g.rows * g.columns
+            packed = np.frombuffer(_checked(buffer, (count + 7) // 8), dtype=np.uint8)
+            bits = np.unpackbits(packed, bitorder="little")[:count]
+            return NativePixels(buffer, g, bits.reshape(g.frames, g.rows, g.columns, 1))
+        if g.photometric == Photometric.YBR_FULL_422 and g.samples == 3:
+            return NativePixels(buffer, g, _pairs_view(buffer, g))
+        return NativePixels(buffer, g, _frames_view(buffer, g))
+
+    def encode(self, dataset: Dataset, pixels: DecodedPixels, plan: MaskPlan) -> None:
+        if not isinstance(pixels, NativePixels):
+            raise PixelError("pixels were decoded by another codec family")
+        g = pixels.geometry
+        if g.bits_allocated == 1:
+            count = g.frames * g.rows * g.columns
+            packed = bytearray(np.packbits(pixels.cells.reshape(count), bitorder="little").tobytes())
+            if count % 8:  # bits after the last pixel (frames are not byte aligned) stay as they were
+                low = (1 << (count % 8)) - 1
+                packed[-1] = (packed[-1] & low) | (pixels.buffer[len(packed) - 1] & ~low & 0xFF)
+            pixels.buffer[: len(packed)] = packed
+        elif plan.clear_unused_bits and not _is_422(g):
+            _clear_unused_bits(pixels.cells, g)
+        dataset.PixelData = bytes(pixels.buffer)
+
+
+@dataclass(frozen=True)
+class NativePixels:
+    """A copy of the stored bytes and a numpy view of its cells; filling writes the copy.
+
+    `cells` is (frames, rows, columns, samples) except for YBR_FULL_422, where it is
+    (frames, rows, columns / 2, 4): pairs of pixels stored as Y1 Y2 Cb Cr (PS3.3 C.7.6.3.1.2).
+    """
+
+    buffer: bytearray
+    geometry: Geometry
+    cells: np.ndarray
+
+    def grey(self) -> np.ndarray:
+        g = self.geometry
+        grey: np.ndarray
+        if _is_422(g):
+            grey = self.cells[..., :2].reshape(g.frames, g.rows, g.columns)
         else:
-            frames = _frames_view(buffer, g)
-            fill_frames(frames, plan.boxes, fill)
-            if plan.clear_unused_bits:
-                _clear_unused_bits(frames, g)
-        dataset.PixelData = bytes(buffer)
+            grey = luminance(self.cells, g.photometric)
+        if g.bits_stored < g.bits_allocated and g.bits_allocated > 1:
+            # Bits above High Bit are not part of the value (PS3.5 8.1.1): overlay bits there
+            # must not look like bright text to a detector.
+            shift = g.bits_allocated - g.bits_stored
+            grey = (grey << shift) >> shift if g.signed else grey & grey.dtype.type((1 << g.bits_stored) - 1)
+        return grey
+
+    def fill(self, boxes: tuple[Box, ...], fill: tuple[int, ...]) -> None:
+        g = self.geometry
+        if g.bits_allocated == 1:
+            fill_frames(self.cells, boxes, (1 if fill[0] else 0,))
+        elif _is_422(g):
+            _fill_pairs(self.cells, boxes, fill)
+        else:
+            fill_frames(self.cells, boxes, fill)
 
 
 CODEC = NativeCodec()
@@ -78,38 +130,24 @@ def _frames_view(buffer: bytearray, g: Geometry) -> np.ndarray:
     return flat.reshape(g.frames, g.rows, g.columns, g.samples)
 
 
-def _mask_ybr_422(
-    buffer: bytearray, g: Geometry, boxes: tuple[Box, ...], fill: tuple[int, ...]
-) -> None:
-    """YBR_FULL_422 native: each pair of pixels is stored as Y1 Y2 Cb Cr (PS3.3 C.7.6.3.1.2).
+def _is_422(g: Geometry) -> bool:
+    return g.photometric == Photometric.YBR_FULL_422 and g.samples == 3 and g.bits_allocated > 1
 
-    Boxes widen to whole pairs so no half-masked pair keeps the chroma of the text.
-    """
+
+def _pairs_view(buffer: bytearray, g: Geometry) -> np.ndarray:
     if g.columns % 2:
         raise PixelError("YBR_FULL_422 with an odd number of columns")
     dtype = _dtype(g)
     count = g.frames * g.rows * (g.columns // 2) * 4
     cells = np.frombuffer(_checked(buffer, count * dtype.itemsize), dtype=dtype)
-    pairs = cells.reshape(g.frames, g.rows, g.columns // 2, 4)
-    value = np.asarray((fill[0], fill[0], fill[1], fill[2]), dtype=dtype)
+    return cells.reshape(g.frames, g.rows, g.columns // 2, 4)
+
+
+def _fill_pairs(pairs: np.ndarray, boxes: tuple[Box, ...], fill: tuple[int, ...]) -> None:
+    """Boxes widen to whole pairs so no half-masked pair keeps the chroma of the text."""
+    value = np.asarray((fill[0], fill[0], fill[1], fill[2]), dtype=pairs.dtype)
     for box in boxes:
         pairs[:, box.top : box.bottom, box.left // 2 : (box.right + 1) // 2, :] = value
-
-
-def _mask_single_bit(
-    buffer: bytearray, g: Geometry, boxes: tuple[Box, ...], fill: tuple[int, ...]
-) -> None:
-    """Bits Allocated 1: pixels are packed LSB first, frames not byte aligned (PS3.5 8.1.1)."""
-    if g.samples != 1:
-        raise PixelError("single-bit Pixel Data with more than one sample")
-    count = g.frames * g.rows * g.columns
-    nbytes = (count + 7) // 8
-    packed = np.frombuffer(_checked(buffer, nbytes), dtype=np.uint8)
-    bits = np.unpackbits(packed, bitorder="little")
-    frames = bits[:count].reshape(g.frames, g.rows, g.columns, 1)
-    fill_frames(frames, boxes, (1 if fill[0] else 0,))
-    repacked = np.packbits(bits, bitorder="little")
-    buffer[:nbytes] = repacked.tobytes()
 
 
 def _clear_unused_bits(frames: np.ndarray, g: Geometry) -> None:
