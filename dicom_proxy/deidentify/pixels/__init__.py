@@ -31,7 +31,14 @@ from pydicom.uid import UID
 
 from dicom_proxy.config import PixelConfig
 from dicom_proxy.deidentify.codec import materialize_pixel_data
-from dicom_proxy.deidentify.pixels.base import DecodedPixels, MaskPlan, PixelCodec, PixelError, resolve_fill
+from dicom_proxy.deidentify.pixels.base import (
+    DecodedPixels,
+    LayoutError,
+    MaskPlan,
+    PixelCodec,
+    PixelError,
+    resolve_fill,
+)
 from dicom_proxy.deidentify.pixels.detect import FoundBox, Hints, TextDetector
 from dicom_proxy.deidentify.pixels.detect.frames import search
 from dicom_proxy.deidentify.pixels.detect.registry import make_detector
@@ -197,8 +204,8 @@ class PixelCleaner:
         try:
             codec, pixels = _decode(dataset)
         except PixelError as exc:
-            if matched or risk is not None:
-                reason = f"pixel rule applies but {exc}" if matched else f"{risk.value} and {exc}"  # type: ignore[union-attr]
+            if matched or risk is not None or isinstance(exc, LayoutError):
+                reason = f"pixel rule applies but {exc}" if matched else f"{risk.value} and {exc}" if risk else str(exc)
                 return _Analysis(PixelPreview(found, refusal=reason, risk=risk, rules=names))
             # Low risk and no rule: forwarded untouched, Burned In Annotation not claimed NO.
             return _Analysis(PixelPreview(risk=risk))

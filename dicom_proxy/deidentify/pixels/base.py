@@ -13,6 +13,7 @@ stored one after another, pixels row by row).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -21,14 +22,20 @@ from typing import Any, Protocol
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.processing import convert_color_space
 from pydicom.pixels.utils import pack_bits
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless
 
 from dicom_proxy.deidentify.pixels.rules import Box
 
 
 class PixelError(Exception):
     """Pixel Data could not be decoded, masked or re-encoded. The message holds no values."""
+
+
+class LayoutError(PixelError):
+    """The Image Pixel Module attributes are missing or not numbers: whatever the pixels
+    hold cannot be known, so the object is refused whatever its risk."""
 
 
 class Photometric(str, Enum):
@@ -86,7 +93,7 @@ class Geometry:
                 planar=int(ds.get("PlanarConfiguration") or 0),
             )
         except (AttributeError, TypeError, ValueError):
-            raise PixelError("Image Pixel Module attributes missing or invalid") from None
+            raise LayoutError("Image Pixel Module attributes missing or invalid") from None
 
 
 class DecodedPixels(Protocol):
@@ -228,7 +235,13 @@ class EncapsulatedCodec:
                 # The encoder rejects this layout (e.g. RLE with 32-bit samples): storing
                 # uncompressed loses nothing, so it is always an acceptable fallback.
                 pass
-        store_native(dataset, pixels.array, pixels.geometry)
+        array, geometry = pixels.array, pixels.geometry
+        if syntax in self.lossy and geometry.samples == 3 and geometry.photometric == Photometric.YBR_FULL:
+            # A lossy original stored uncompressed is stored as a viewer shows it: RGB. YBR_FULL
+            # is not allowed by every IOD (the US Image Module, PS3.3 C.8.5.6.1.2).
+            array = convert_color_space(array, "YBR_FULL", "RGB")
+            geometry = dataclasses.replace(geometry, photometric=Photometric.RGB.value)
+        store_native(dataset, array, geometry)
 
     def _target(self, dataset: Dataset, syntax: UID, plan: MaskPlan) -> tuple[UID | None, dict[str, Any]]:
         if syntax in self.lossy:
@@ -333,7 +346,13 @@ def store_encapsulated(
     options: Mapping[str, Any],
     preferred_plugin: str = "",
 ) -> None:
-    """Re-encode with pydicom's encoder; never generate a new SOP Instance UID."""
+    """Re-encode with pydicom's encoder; never generate a new SOP Instance UID.
+
+    RGB into JPEG 2000 Lossless is labelled YBR_RCT first, so the encoder applies the reversible
+    colour transform the label promises (PS3.5 8.2.4; IODs such as US accept only YBR_RCT there).
+    """
+    if syntax == JPEG2000Lossless and g.samples == 3 and g.photometric == Photometric.RGB:
+        g = dataclasses.replace(g, photometric=Photometric.YBR_RCT.value)
     _set_image_attributes(dataset, g)
     size = array.nbytes
     plugins = (preferred_plugin, "") if preferred_plugin else ("",)

@@ -76,41 +76,43 @@ class StrokeDetector:
             strokes, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (self.join_gap, 1))
         )
         count, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+        lines: list[_Piece] = []
+        pieces: list[_Piece] = []
+        for left, top, width, height, _area in stats[1:count]:
+            piece = self._piece(strokes, extreme, int(left), int(top), int(width), int(height))
+            if piece is not None:
+                (lines if piece.score > 0 else pieces).append(piece)
+        lines = _grow(lines, pieces)
         rows, columns = strokes.shape
         found: list[FoundBox] = []
-        for left, top, width, height, _area in stats[1:count]:
-            score = self._score(strokes, extreme, int(left), int(top), int(width), int(height))
-            if score <= 0:
-                continue
-            m = self.margin + int(height) // 8
+        for line in lines:
+            m = self.margin + line.height // 8
             box = Box(
-                top=max(int(top) - m, 0),
-                left=max(int(left) - m, 0),
-                bottom=min(int(top + height) + m, rows),
-                right=min(int(left + width) + m, columns),
+                top=max(line.top - m, 0),
+                left=max(line.left - m, 0),
+                bottom=min(line.top + line.height + m, rows),
+                right=min(line.left + line.width + m, columns),
             )
-            found.append(FoundBox(box, self.name, score))
+            found.append(FoundBox(box, self.name, line.score))
         return found
 
-    def _score(self, strokes: np.ndarray, extreme: np.ndarray, left: int, top: int, width: int, height: int) -> float:
-        """0 when the component is not a text line; otherwise a confidence in (0, 1].
+    def _piece(
+        self, strokes: np.ndarray, extreme: np.ndarray, left: int, top: int, width: int, height: int
+    ) -> _Piece | None:
+        """A component of glyph size and density, scored: > 0 for a text line on its own, 0
+        for a piece (a short word, a glyph) that counts only next to a line; None otherwise.
 
         Text stands out from what is around it: either its surroundings are flat (few strokes
         in a ring around the line), or its strokes are drawn at the extremes of the window
         (white or black text over anatomy) and still denser than the texture around them.
         """
-        if not self.min_height <= height <= self.max_height or width < 3:
-            return 0.0
-        if width < height * 1.2:
-            return 0.0  # a blob or a single glyph (an L/R marker): identifying text is longer
+        if not self.min_height <= height <= self.max_height or width < 2:
+            return None
         region = strokes[top : top + height, left : left + width]
         ink = cv2.countNonZero(region)
         fill = ink / float(width * height)
-        if not 0.08 <= fill <= 0.75:
-            return 0.0
-        pieces = cv2.connectedComponents(region, connectivity=8)[0] - 1
-        if width >= 2 * height and pieces < 2:
-            return 0.0  # a long single stroke: an edge or a ruler line, not letters
+        if not 0.08 <= fill <= 0.85:
+            return None
         pad = max(height // 2, 3)
         rows, columns = strokes.shape
         top0, left0 = max(top - pad, 0), max(left - pad, 0)
@@ -118,11 +120,52 @@ class StrokeDetector:
         ring_area = (bottom0 - top0) * (right0 - left0) - width * height
         ring = cv2.countNonZero(strokes[top0:bottom0, left0:right0]) - ink
         texture = (ring / ring_area) / fill if ring_area > 0 else 0.0
+        piece = _Piece(left, top, width, height, 0.0)
+        if width < height * 1.2 or fill > 0.75 or texture > 0.6:
+            return piece  # a blob, a glyph (an L/R marker) or texture: not a line on its own
+        glyphs = cv2.connectedComponents(region, connectivity=8)[0] - 1
+        if width >= 2 * height and glyphs < 2:
+            return piece  # a long single stroke: an edge or a ruler line, not letters
         if texture > 0.25:
             saturated = cv2.countNonZero(
                 cv2.bitwise_and(region, extreme[top : top + height, left : left + width].view(np.uint8))
             )
             # Over texture, only a clear line: several glyphs, mostly drawn at the extremes.
-            if texture > 0.6 or saturated < 0.25 * ink or width < 2.5 * height or pieces < 3:
-                return 0.0
-        return min(1.0, 0.5 + 0.1 * pieces) * (1.0 - texture)
+            if saturated < 0.25 * ink or width < 2.5 * height or glyphs < 3:
+                return piece
+        return _Piece(left, top, width, height, min(1.0, 0.5 + 0.1 * glyphs) * (1.0 - texture))
+
+
+@dataclass(frozen=True)
+class _Piece:
+    left: int
+    top: int
+    width: int
+    height: int
+    score: float
+
+    def beside(self, other: _Piece) -> bool:
+        """On the same text line and close: rows overlap by most of the smaller height,
+        heights within a factor 2, horizontal gap at most 1.5 times the taller height."""
+        overlap = min(self.top + self.height, other.top + other.height) - max(self.top, other.top)
+        low, high = sorted((self.height, other.height))
+        if overlap < 0.6 * low or high > 2 * low:
+            return False
+        gap = max(other.left - (self.left + self.width), self.left - (other.left + other.width))
+        return gap <= 1.5 * high
+
+
+def _grow(lines: list[_Piece], pieces: list[_Piece]) -> list[_Piece]:
+    """Lines absorb the pieces beside them (the rest of a line split at a wide word gap or
+    crossing a bright structure); pieces beside no line are dropped."""
+    grown = list(lines)
+    changed = True
+    while changed and pieces:
+        changed = False
+        for piece in list(pieces):
+            host = next((line for line in grown if line.beside(piece)), None)
+            if host is not None:
+                grown.append(_Piece(piece.left, piece.top, piece.width, piece.height, host.score))
+                pieces.remove(piece)
+                changed = True
+    return grown
