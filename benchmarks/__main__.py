@@ -173,6 +173,20 @@ def reception_rows(table: Table, result: ReceptionResult) -> None:
     )
 
 
+def detection_rows(table: Table) -> None:
+    """The default detector per 512x512 16-bit frame (issue 10 budget: median <= 15, p95 <= 40)."""
+    from benchmarks.detection import detection_per_frame
+
+    result = detection_per_frame()
+    table.add(
+        result.label,
+        f"{result.median_ms:.1f} ms median",
+        f"p95 {result.p95_ms:.1f} ms",
+        "<= 15 ms, p95 <= 40 ms",
+        result.median_ms <= 15 and result.p95_ms <= 40,
+    )
+
+
 def large_rows(table: Table, result: LargeResult) -> None:
     table.add(
         f"1 object of {result.size_mib:.0f} MiB, receiving process peak RSS",
@@ -253,6 +267,7 @@ def main() -> int:
             corpus = args.workdir / f"corpus-50-{args.size}"
             engine_rows(table, [engine_in_process(work_root, corpus, args.size, detect) for detect in (False, True)])
             encryption_rows(table, encryption_in_process(work_root, corpus, args.size))
+            detection_rows(table)
         if args.large:
             print("bench: large object ...", file=sys.stderr, flush=True)
             large = large_object(work_root, args.large_frames, args.size, args.large_timeout)

@@ -19,11 +19,12 @@ ensure_venv() {
     fi
 }
 
-# ensure_debian_packages COMMAND:PACKAGE ...: install PACKAGE when COMMAND is missing.
+# ensure_debian_packages COMMAND:PACKAGE ...: install PACKAGE when COMMAND (or file) is missing.
 ensure_debian_packages() {
     local missing=()
     for pair in "$@"; do
-        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+        # COMMAND or an absolute path to any file the package installs (fonts have no command)
+        command -v "${pair%%:*}" >/dev/null 2>&1 || [ -e "${pair%%:*}" ] || missing+=("${pair#*:}")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     local sudo=""

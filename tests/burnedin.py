@@ -50,9 +50,10 @@ PHOTOMETRICS = ("MONOCHROME2", "MONOCHROME1", "RGB", "YBR_FULL", "PALETTE COLOR"
 
 
 def fonts() -> list[Path]:
+    """Every font of FONT_NAMES; all must exist, so a seed gives the same corpus everywhere."""
     found = [d / n for n in FONT_NAMES for d in FONT_DIRS if (d / n).exists()]
-    if not found:
-        raise RuntimeError("no DejaVu or Liberation fonts (Debian fonts-dejavu-core, fonts-liberation)")
+    if len(found) != len(FONT_NAMES):
+        raise RuntimeError("fonts missing: install Debian fonts-dejavu-core and fonts-liberation")
     return found
 
 

@@ -49,14 +49,13 @@ def _send(port: int, datasets: list[Dataset], called: str = "DEID_PROXY") -> tup
 def test_associations_refusals_and_summary_are_logged_and_the_sender_gets_an_error_comment(tmp_path: Path) -> None:
     folder = {"name": "archive", "type": "folder", "path": str(tmp_path / "archive")}
     audit_file = tmp_path / "audit.jsonl"
-    config = write_config(
-        tmp_path / "proxy.toml",
-        base_config(tmp_path, [folder], logging={"level": "INFO", "audit_file": str(audit_file)}),
-    )
+    raw = base_config(tmp_path, [folder], logging={"level": "INFO", "audit_file": str(audit_file)})
+    raw["deidentify"]["pixels"] = {"detect": "off"}  # rules only: a burned-in image is refused
+    config = write_config(tmp_path / "proxy.toml", raw)
     good = ct_dataset()
     burned = ct_dataset()
     burned.SOPInstanceUID = SOP_UID + ".9"
-    burned.BurnedInAnnotation = "YES"  # no pixel rule cleans it: refused 0xC003
+    burned.BurnedInAnnotation = "YES"  # no pixel rule cleans it, detection off: refused 0xC003
     with Proxy(config, tmp_path) as proxy:
         established, _ = _send(proxy.port, [good], called="NOT_THE_PROXY")
         assert not established

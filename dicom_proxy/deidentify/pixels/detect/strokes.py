@@ -2,15 +2,20 @@
 
 Burned-in annotation is rendered text: strokes 1-4 px wide, brighter or darker than what is
 around them, 4-20 px tall, laid out in horizontal lines, usually on flat background near the
-image's edges, sometimes over anatomy. The steps, each a few OpenCV calls on a uint8 frame:
+image's edges, sometimes over anatomy. The steps, each a few OpenCV calls on a uint8 frame,
+once per polarity (white text, black text):
 
-1. Strokes: white top-hat and black top-hat with a window wider than any stroke keep thin
-   structures that stand out from their surroundings, bright or dark (text of either polarity).
-2. Lines: a horizontal closing joins the strokes of neighbouring characters and words into one
-   component per line; a small vertical closing joins dots and accents to their letters.
-3. Filter each line by height (text size), width/height (a line, not a blob), and by how many
-   stroke pixels and character-sized pieces it holds (text has several, edges have one).
-4. Boxes get a margin, so antialiased edges of the glyphs are covered too.
+1. Strokes: a top-hat (black top-hat for dark text) with a window wider than any stroke keeps
+   thin structures that stand out from their surroundings; the threshold rises on textured
+   images (speckle) to what only their strongest responses reach. Straight runs longer than
+   any glyph (rulers, edges) are removed so they cannot join lines into one block.
+2. Lines: a horizontal closing joins the strokes of neighbouring characters into components.
+3. Filter every component at once (numpy over OpenCV's component statistics and an integral
+   image): height 4-28 px, ink density, and how much it stands out from a ring around it.
+   A component is a line on its own when it is wide, has several glyphs and a flat ring, or,
+   over texture, strokes mostly at the extremes of the window. Shorter pieces (a word cut off
+   by a wide gap, a part crossing a bright structure) count only beside such a line.
+4. Boxes get a margin (2 px plus an eighth of the height) so antialiased edges are covered.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from dicom_proxy.deidentify.pixels.rules import Box
 # compete with them for the same two cores.
 cv2.setNumThreads(1)
 
+# Stroke density around a line, relative to its own, below which its surroundings count as flat.
+FLAT = 0.15
+
 
 @dataclass(frozen=True)
 class StrokeDetector:
@@ -39,7 +47,7 @@ class StrokeDetector:
     contrast: int = 48
     # Window of the top-hats: wider than the thickest stroke of a 20 px bold font.
     stroke_window: int = 9
-    # Horizontal gap bridged between characters and words of one line.
+    # Horizontal gap bridged between the characters of one line.
     join_gap: int = 7
     margin: int = 2
     # Straight runs at least this long (vertical; twice that horizontal) are not glyph strokes.
@@ -52,14 +60,20 @@ class StrokeDetector:
         for operation in (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT):
             response = cv2.morphologyEx(frame, operation, window)
             _, strokes = cv2.threshold(response, self._threshold(response), 255, cv2.THRESH_BINARY)
-            extreme = frame >= 250 if operation == cv2.MORPH_TOPHAT else frame <= 5
-            found.extend(self._lines(self._without_long_lines(strokes), extreme))
+            strokes = self._without_long_lines(strokes)
+            if operation == cv2.MORPH_TOPHAT:
+                _, extreme = cv2.threshold(frame, 249, 255, cv2.THRESH_BINARY)
+            else:
+                _, extreme = cv2.threshold(frame, 5, 255, cv2.THRESH_BINARY_INV)
+            found.extend(self._lines(strokes, cv2.bitwise_and(strokes, extreme)))
         return tuple(found)
 
     def _threshold(self, response: np.ndarray) -> float:
         """`contrast`, raised on textured images (speckle, trabecular bone) to what only the
         strongest 4% of responses reach, but never above what saturated text reaches."""
-        textured = float(np.percentile(response[::4, ::4], 96))
+        histogram = cv2.calcHist([response], [0], None, [256], [0, 256]).ravel()
+        cumulative = np.cumsum(histogram)
+        textured = float(np.searchsorted(cumulative, 0.96 * cumulative[-1]))
         return min(max(float(self.contrast), textured), 160.0)
 
     def _without_long_lines(self, strokes: np.ndarray) -> np.ndarray:
@@ -71,69 +85,76 @@ class StrokeDetector:
             strokes = cv2.subtract(strokes, lines)
         return strokes
 
-    def _lines(self, strokes: np.ndarray, extreme: np.ndarray) -> list[FoundBox]:
+    def _lines(self, strokes: np.ndarray, saturated: np.ndarray) -> list[FoundBox]:
         joined = cv2.morphologyEx(
             strokes, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (self.join_gap, 1))
         )
         count, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+        stats = stats[1:count].astype(np.int64)
+        left, top, width, height = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
+        sized = (height >= self.min_height) & (height <= self.max_height) & (width >= 2)
+        if not sized.any():
+            return []
+        left, top, width, height = left[sized], top[sized], width[sized], height[sized]
+        ink_sum = cv2.integral(strokes // 255, sdepth=cv2.CV_32S)
+        ink = _box_sums(ink_sum, top, left, top + height, left + width)
+        fill = ink / (width * height)
+        dense = (fill >= 0.08) & (fill <= 0.85)
+        left, top, width, height, ink, fill = (a[dense] for a in (left, top, width, height, ink, fill))
+        rows, columns = strokes.shape
+        pad = np.maximum(height // 2, 3)
+        top0, left0 = np.maximum(top - pad, 0), np.maximum(left - pad, 0)
+        bottom0, right0 = np.minimum(top + height + pad, rows), np.minimum(left + width + pad, columns)
+        ring_area = (bottom0 - top0) * (right0 - left0) - width * height
+        ring = _box_sums(ink_sum, top0, left0, bottom0, right0) - ink
+        texture = np.where(ring_area > 0, ring / np.maximum(ring_area, 1) / np.maximum(fill, 1e-6), 0.0)
+        extreme = _box_sums(
+            cv2.integral(saturated // 255, sdepth=cv2.CV_32S), top, left, top + height, left + width
+        )
+        # Shape alone decides what can be a line: longer than tall, not a solid blob, not lost in texture.
+        shaped = (width >= 1.2 * height) & (fill <= 0.75) & (texture <= 0.6)
+        # Over texture, only a clear line: long, strokes mostly drawn at the extremes.
+        clear = (texture <= FLAT) | ((extreme >= 0.25 * ink) & (width >= 2.5 * height))
         lines: list[_Piece] = []
         pieces: list[_Piece] = []
-        for left, top, width, height, _area in stats[1:count]:
-            piece = self._piece(strokes, extreme, int(left), int(top), int(width), int(height))
-            if piece is not None:
-                (lines if piece.score > 0 else pieces).append(piece)
-        lines = _grow(lines, pieces)
-        rows, columns = strokes.shape
-        found: list[FoundBox] = []
-        for line in lines:
-            m = self.margin + line.height // 8
-            box = Box(
-                top=max(line.top - m, 0),
-                left=max(line.left - m, 0),
-                bottom=min(line.top + line.height + m, rows),
-                right=min(line.left + line.width + m, columns),
-            )
-            found.append(FoundBox(box, self.name, line.score))
-        return found
+        for i in range(len(left)):
+            piece = _Piece(int(left[i]), int(top[i]), int(width[i]), int(height[i]), 0.0)
+            if shaped[i] and clear[i]:
+                glyphs = self._glyphs(strokes, piece)
+                needed = 3 if texture[i] > FLAT else 2
+                if glyphs >= needed:
+                    score = min(1.0, 0.5 + 0.1 * glyphs) * (1.0 - float(texture[i]))
+                    lines.append(_Piece(piece.left, piece.top, piece.width, piece.height, score))
+                    continue
+            pieces.append(piece)
+        return [self._found(line, rows, columns) for line in _grow(lines, pieces)]
 
-    def _piece(
-        self, strokes: np.ndarray, extreme: np.ndarray, left: int, top: int, width: int, height: int
-    ) -> _Piece | None:
-        """A component of glyph size and density, scored: > 0 for a text line on its own, 0
-        for a piece (a short word, a glyph) that counts only next to a line; None otherwise.
+    def _glyphs(self, strokes: np.ndarray, p: _Piece) -> int:
+        """Letters inside a line: stroke components standing at least half the line's height
+        (glyphs share a cap height; a cluster of speckle or an edge does not)."""
+        region = strokes[p.top : p.top + p.height, p.left : p.left + p.width]
+        count, _, stats, _ = cv2.connectedComponentsWithStats(region, connectivity=8)
+        return int(np.count_nonzero(stats[1:count, cv2.CC_STAT_HEIGHT] * 2 >= p.height))
 
-        Text stands out from what is around it: either its surroundings are flat (few strokes
-        in a ring around the line), or its strokes are drawn at the extremes of the window
-        (white or black text over anatomy) and still denser than the texture around them.
-        """
-        if not self.min_height <= height <= self.max_height or width < 2:
-            return None
-        region = strokes[top : top + height, left : left + width]
-        ink = cv2.countNonZero(region)
-        fill = ink / float(width * height)
-        if not 0.08 <= fill <= 0.85:
-            return None
-        pad = max(height // 2, 3)
-        rows, columns = strokes.shape
-        top0, left0 = max(top - pad, 0), max(left - pad, 0)
-        bottom0, right0 = min(top + height + pad, rows), min(left + width + pad, columns)
-        ring_area = (bottom0 - top0) * (right0 - left0) - width * height
-        ring = cv2.countNonZero(strokes[top0:bottom0, left0:right0]) - ink
-        texture = (ring / ring_area) / fill if ring_area > 0 else 0.0
-        piece = _Piece(left, top, width, height, 0.0)
-        if width < height * 1.2 or fill > 0.75 or texture > 0.6:
-            return piece  # a blob, a glyph (an L/R marker) or texture: not a line on its own
-        glyphs = cv2.connectedComponents(region, connectivity=8)[0] - 1
-        if width >= 2 * height and glyphs < 2:
-            return piece  # a long single stroke: an edge or a ruler line, not letters
-        if texture > 0.25:
-            saturated = cv2.countNonZero(
-                cv2.bitwise_and(region, extreme[top : top + height, left : left + width].view(np.uint8))
-            )
-            # Over texture, only a clear line: several glyphs, mostly drawn at the extremes.
-            if saturated < 0.25 * ink or width < 2.5 * height or glyphs < 3:
-                return piece
-        return _Piece(left, top, width, height, min(1.0, 0.5 + 0.1 * glyphs) * (1.0 - texture))
+    def _found(self, line: _Piece, rows: int, columns: int) -> FoundBox:
+        m = self.margin + line.height // 8
+        box = Box(
+            top=max(line.top - m, 0),
+            left=max(line.left - m, 0),
+            bottom=min(line.top + line.height + m, rows),
+            right=min(line.left + line.width + m, columns),
+        )
+        return FoundBox(box, self.name, line.score)
+
+
+def _box_sums(
+    integral: np.ndarray, top: np.ndarray, left: np.ndarray, bottom: np.ndarray, right: np.ndarray
+) -> np.ndarray:
+    """Sums over [top, bottom) x [left, right) for many boxes from one integral image."""
+    total: np.ndarray = (
+        integral[bottom, right] - integral[top, right] - integral[bottom, left] + integral[top, left]
+    ).astype(np.float64)
+    return total
 
 
 @dataclass(frozen=True)
@@ -159,13 +180,17 @@ def _grow(lines: list[_Piece], pieces: list[_Piece]) -> list[_Piece]:
     """Lines absorb the pieces beside them (the rest of a line split at a wide word gap or
     crossing a bright structure); pieces beside no line are dropped."""
     grown = list(lines)
-    changed = True
-    while changed and pieces:
-        changed = False
-        for piece in list(pieces):
-            host = next((line for line in grown if line.beside(piece)), None)
-            if host is not None:
-                grown.append(_Piece(piece.left, piece.top, piece.width, piece.height, host.score))
-                pieces.remove(piece)
-                changed = True
+    frontier = list(lines)
+    remaining = pieces
+    while frontier and remaining:
+        added: list[_Piece] = []
+        left_over: list[_Piece] = []
+        for piece in remaining:
+            host = next((line for line in frontier if line.beside(piece)), None)
+            if host is None:
+                left_over.append(piece)
+            else:
+                added.append(_Piece(piece.left, piece.top, piece.width, piece.height, host.score))
+        grown += added
+        frontier, remaining = added, left_over
     return grown
