@@ -55,9 +55,7 @@ def _static(grey: np.ndarray, indices: list[int]) -> np.ndarray:
 
 
 def _kept(found: tuple[FoundBox, ...], static: np.ndarray) -> tuple[FoundBox, ...]:
-    return tuple(
-        f for f in found if static[f.box.top : f.box.bottom, f.box.left : f.box.right].mean() >= STATIC_SHARE
-    )
+    return tuple(f for f in found if static[f.box.top : f.box.bottom, f.box.left : f.box.right].mean() >= STATIC_SHARE)
 
 
 def _detect_in(

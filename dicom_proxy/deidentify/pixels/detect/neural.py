@@ -43,8 +43,53 @@ _DATE = re.compile(r"\d{1,4}[-./]\d{1,2}[-./]\d{1,4}|(?:19|20)\d{6}")
 _DIGITS = re.compile(r"\d.*\d")
 # Labels that identify nobody: orientation, units, sequence and view names, ruler marks.
 BENIGN_LABELS = frozenset(
-    "L R A P H F S I LT RT AP PA LAT OBL AX AXIAL SAG COR KV MA MAS MS CM MM S W C WL WW T1 T2 "
-    "FLAIR DWI ADC PD STIR CC MLO ML LM XCCL ERECT SUPINE PRONE UPRIGHT PORTABLE".split()
+    (
+        "L",
+        "R",
+        "A",
+        "P",
+        "H",
+        "F",
+        "S",
+        "I",
+        "LT",
+        "RT",
+        "AP",
+        "PA",
+        "LAT",
+        "OBL",
+        "AX",
+        "AXIAL",
+        "SAG",
+        "COR",
+        "KV",
+        "MA",
+        "MAS",
+        "MS",
+        "CM",
+        "MM",
+        "W",
+        "C",
+        "WL",
+        "WW",
+        "T1",
+        "T2",
+        "FLAIR",
+        "DWI",
+        "ADC",
+        "PD",
+        "STIR",
+        "CC",
+        "MLO",
+        "ML",
+        "LM",
+        "XCCL",
+        "ERECT",
+        "SUPINE",
+        "PRONE",
+        "UPRIGHT",
+        "PORTABLE",
+    )
 )
 
 
@@ -119,9 +164,7 @@ class PaddleDetector:
             found.append(FoundBox(box, self.name, score))
         return tuple(found)
 
-    def _boxes(
-        self, probability: np.ndarray, sy: float, sx: float, rows: int, columns: int
-    ) -> list[tuple[Box, float]]:
+    def _boxes(self, probability: np.ndarray, sy: float, sx: float, rows: int, columns: int) -> list[tuple[Box, float]]:
         binary = (probability > self.threshold).astype(np.uint8)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
         result = []
@@ -129,7 +172,11 @@ class PaddleDetector:
             left, top, width, height, area = (int(v) for v in stats[i])
             if min(width, height) < 2:
                 continue
-            score = float(probability[top : top + height, left : left + width][labels[top : top + height, left : left + width] == i].mean())
+            score = float(
+                probability[top : top + height, left : left + width][
+                    labels[top : top + height, left : left + width] == i
+                ].mean()
+            )
             if score < self.box_score:
                 continue
             # DB shrinks each text region by area * (1 - r^2) / perimeter; grow it back.

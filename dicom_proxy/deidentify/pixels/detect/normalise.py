@@ -47,9 +47,7 @@ def to_8bit(frame: np.ndarray, monochrome1: bool = False) -> np.ndarray:
     return _scale(frame.astype(np.float32), low, high, vmin + tolerance, vmax - tolerance, monochrome1)
 
 
-def _scale(
-    values: np.ndarray, low: float, high: float, bottom: float, top: float, monochrome1: bool
-) -> np.ndarray:
+def _scale(values: np.ndarray, low: float, high: float, bottom: float, top: float, monochrome1: bool) -> np.ndarray:
     scaled = np.clip(1.0 + (values - np.float32(low)) * np.float32(253.0 / (high - low)), 1, 254)
     out: np.ndarray = scaled.astype(np.uint8)
     out[values >= top] = 255

@@ -62,10 +62,14 @@ class StrokeDetector:
             _, strokes = cv2.threshold(response, self._threshold(response), 255, cv2.THRESH_BINARY)
             strokes = self._without_long_lines(strokes)
             if operation == cv2.MORPH_TOPHAT:
-                _, extreme = cv2.threshold(frame, 249, 255, cv2.THRESH_BINARY)
+                _, extreme = cv2.threshold(frame, 254, 255, cv2.THRESH_BINARY)
             else:
-                _, extreme = cv2.threshold(frame, 5, 255, cv2.THRESH_BINARY_INV)
+                _, extreme = cv2.threshold(frame, 0, 255, cv2.THRESH_BINARY_INV)
             found.extend(self._lines(strokes, cv2.bitwise_and(strokes, extreme)))
+            # Text drawn at the extreme value (the normaliser's 255/0) over texture: the
+            # extreme pixels alone are the glyphs, free of the texture the top-hat also keeps.
+            extreme = self._without_long_lines(extreme)
+            found.extend(self._lines(extreme, extreme))
         return tuple(found)
 
     def _threshold(self, response: np.ndarray) -> float:
@@ -91,6 +95,7 @@ class StrokeDetector:
         )
         count, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
         stats = stats[1:count].astype(np.int64)
+        stats = np.concatenate([stats[:, :4], self._split_blocks(strokes, stats)])
         left, top, width, height = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
         sized = (height >= self.min_height) & (height <= self.max_height) & (width >= 2)
         if not sized.any():
@@ -108,9 +113,7 @@ class StrokeDetector:
         ring_area = (bottom0 - top0) * (right0 - left0) - width * height
         ring = _box_sums(ink_sum, top0, left0, bottom0, right0) - ink
         texture = np.where(ring_area > 0, ring / np.maximum(ring_area, 1) / np.maximum(fill, 1e-6), 0.0)
-        extreme = _box_sums(
-            cv2.integral(saturated // 255, sdepth=cv2.CV_32S), top, left, top + height, left + width
-        )
+        extreme = _box_sums(cv2.integral(saturated // 255, sdepth=cv2.CV_32S), top, left, top + height, left + width)
         # Shape alone decides what can be a line: longer than tall, not a solid blob, not lost in texture.
         shaped = (width >= 1.2 * height) & (fill <= 0.75) & (texture <= 0.6)
         # Over texture, only a clear line: long, strokes mostly drawn at the extremes.
@@ -128,6 +131,32 @@ class StrokeDetector:
                     continue
             pieces.append(piece)
         return [self._found(line, rows, columns) for line in _grow(lines, pieces)]
+
+    def _split_blocks(self, strokes: np.ndarray, stats: np.ndarray) -> np.ndarray:
+        """Lines of a block set with little spacing touch (descenders on ascenders) and join
+        into one component too tall for a line: cut such components at the rows where the ink
+        thins out, and return each band's box (left, top, width, height)."""
+        tall = stats[
+            (stats[:, 3] > self.max_height) & (stats[:, 3] <= 8 * self.max_height) & (stats[:, 2] >= stats[:, 3])
+        ]
+        bands: list[tuple[int, int, int, int]] = []
+        for left, top, width, height in tall[:, :4]:
+            region = strokes[top : top + height, left : left + width]
+            profile = cv2.reduce(region, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() / 255
+            inked = profile > 0.1 * float(np.median(profile[profile > 0])) if profile.any() else profile > 0
+            start = None
+            for row, on in enumerate([*inked.tolist(), False]):
+                if on and start is None:
+                    start = row
+                elif not on and start is not None:
+                    band = region[start:row]
+                    columns = np.flatnonzero(band.any(axis=0))
+                    if columns.size:
+                        bands.append(
+                            (int(left + columns[0]), int(top + start), int(columns[-1] - columns[0] + 1), row - start)
+                        )
+                    start = None
+        return np.asarray(bands, dtype=np.int64).reshape(-1, 4)
 
     def _glyphs(self, strokes: np.ndarray, p: _Piece) -> int:
         """Letters inside a line: stroke components standing at least half the line's height
@@ -166,14 +195,20 @@ class _Piece:
     score: float
 
     def beside(self, other: _Piece) -> bool:
-        """On the same text line and close: rows overlap by most of the smaller height,
-        heights within a factor 2, horizontal gap at most 1.5 times the taller height."""
-        overlap = min(self.top + self.height, other.top + other.height) - max(self.top, other.top)
+        """Part of the same text: heights within a factor 2, and either on the same line
+        (rows overlap by most of the smaller height, gap at most 1.5 times the taller height)
+        or the next line of the same block (columns overlap by most of the narrower piece,
+        vertical gap at most the taller height)."""
         low, high = sorted((self.height, other.height))
-        if overlap < 0.6 * low or high > 2 * low:
+        if high > 2 * low:
             return False
+        rows = min(self.top + self.height, other.top + other.height) - max(self.top, other.top)
         gap = max(other.left - (self.left + self.width), self.left - (other.left + other.width))
-        return gap <= 1.5 * high
+        if rows >= 0.6 * low and gap <= 1.5 * high:
+            return True
+        columns = min(self.left + self.width, other.left + other.width) - max(self.left, other.left)
+        vertical = max(other.top - (self.top + self.height), self.top - (other.top + other.height))
+        return columns >= 0.6 * min(self.width, other.width) and vertical <= high
 
 
 def _grow(lines: list[_Piece], pieces: list[_Piece]) -> list[_Piece]:
