@@ -26,15 +26,16 @@ SERIES_UID = "1.2.826.0.1.3680043.9.7777.1.2"
 SOP_UID = "1.2.826.0.1.3680043.9.7777.1.3"
 
 
-def header_config(*options: str, **kwargs: object) -> DeidentifyConfig:
-    """A config whose pixel stage accepts every modality (tests the header engine)."""
-    pixels = PixelConfig(high_risk_modalities=(), high_risk_sop_classes=())
+def header_config(*options: str, detect: str = "all", **kwargs: object) -> DeidentifyConfig:
+    """A config whose pixel stage accepts every modality (tests the header engine); `detect`
+    as [deidentify.pixels] detect (text detection on every image by default)."""
+    pixels = PixelConfig(high_risk_modalities=(), high_risk_sop_classes=(), detect=detect)  # type: ignore[arg-type]
     chosen = tuple(Option(name) for name in options)
     return DeidentifyConfig(options=chosen, pixels=pixels, **kwargs)  # type: ignore[arg-type]
 
 
-def engine(*options: str, key: bytes = KEY, **kwargs: object) -> Engine:
-    return Engine(header_config(*options, **kwargs), key)
+def engine(*options: str, key: bytes = KEY, detect: str = "all", **kwargs: object) -> Engine:
+    return Engine(header_config(*options, detect=detect, **kwargs), key)
 
 
 def ct_dataset(rows: int = 4, columns: int = 4) -> Dataset:

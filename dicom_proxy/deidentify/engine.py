@@ -125,10 +125,15 @@ class Engine:
         with self._timed(Stage.PLAN):
             context = make_plan(dataset, self.policy, self._key, self._vocabulary)
         with self._timed(Stage.PIXELS):
-            outcome = self._pixels.clean(dataset)
+            # Side channels first: stray bytes around a codestream can stop the decoder the pixel
+            # stage needs; a stream the pixel stage re-encoded is stripped again (encoder comments).
             strip_side_channels(dataset)
-        if outcome.cleaned and self._observer is not None:
-            self._observer.pixels_masked(tuple(f"rule:{name}" for name in outcome.rules))
+            outcome = self._pixels.clean(dataset)
+            if outcome.boxes:
+                strip_side_channels(dataset)
+        if outcome.boxes and self._observer is not None:
+            detectors = tuple(source for source in outcome.sources if source != "rules")
+            self._observer.pixels_masked(tuple(f"rule:{name}" for name in outcome.rules) + detectors)
         with self._timed(Stage.TAGS):
             apply_tags(dataset, context, overlays_cleaned=getattr(outcome, "overlays_cleaned", False))
             record(dataset, context, outcome.cleaned)

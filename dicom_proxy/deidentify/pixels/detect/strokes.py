@@ -66,10 +66,12 @@ class StrokeDetector:
             else:
                 _, extreme = cv2.threshold(frame, 0, 255, cv2.THRESH_BINARY_INV)
             found.extend(self._lines(strokes, cv2.bitwise_and(strokes, extreme)))
-            # Text drawn at the extreme value (the normaliser's 255/0) over texture: the
-            # extreme pixels alone are the glyphs, free of the texture the top-hat also keeps.
-            extreme = self._without_long_lines(extreme)
-            found.extend(self._lines(extreme, extreme))
+            if operation == cv2.MORPH_TOPHAT:
+                # White text drawn at the brightest value (the normaliser's 255) over texture:
+                # those pixels alone are the glyphs, free of the texture the top-hat keeps too.
+                # (Black text sits on a bright plate in practice: the black top-hat finds it.)
+                extreme = self._without_long_lines(extreme)
+                found.extend(self._lines(extreme, extreme))
         return tuple(found)
 
     def _threshold(self, response: np.ndarray) -> float:
@@ -94,16 +96,25 @@ class StrokeDetector:
             strokes, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (self.join_gap, 1))
         )
         count, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
-        stats = stats[1:count].astype(np.int64)
-        stats = np.concatenate([stats[:, :4], self._split_blocks(strokes, stats)])
-        left, top, width, height = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
+        boxes = stats[1:count, :4].astype(np.int64)
+        tall = (boxes[:, 3] > self.max_height) & (boxes[:, 3] <= 8 * self.max_height) & (boxes[:, 2] >= boxes[:, 3])
+        boxes = np.concatenate([boxes, self._bands(strokes, boxes[tall])])
+        sums = (cv2.integral(strokes // 255, sdepth=cv2.CV_32S), cv2.integral(saturated // 255, sdepth=cv2.CV_32S))
+        lines, pieces, failed = self._evaluate(strokes, boxes, sums)
+        # A short line may touch the next one (close line spacing) and fail as one block: cut it.
+        more_lines, more_pieces, _ = self._evaluate(strokes, self._bands(strokes, failed), sums)
+        rows, columns = strokes.shape
+        return [self._found(line, rows, columns) for line in _grow(lines + more_lines, pieces + more_pieces)]
+
+    def _evaluate(
+        self, strokes: np.ndarray, boxes: np.ndarray, sums: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[list[_Piece], list[_Piece], np.ndarray]:
+        """Lines, pieces, and the flat boxes two text heights or taller that failed as lines."""
+        left, top, width, height = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
         sized = (height >= self.min_height) & (height <= self.max_height) & (width >= 2)
-        if not sized.any():
-            return []
         left, top, width, height = left[sized], top[sized], width[sized], height[sized]
-        ink_sum = cv2.integral(strokes // 255, sdepth=cv2.CV_32S)
-        ink = _box_sums(ink_sum, top, left, top + height, left + width)
-        fill = ink / (width * height)
+        ink = _box_sums(sums[0], top, left, top + height, left + width)
+        fill = ink / np.maximum(width * height, 1)
         dense = (fill >= 0.08) & (fill <= 0.85)
         left, top, width, height, ink, fill = (a[dense] for a in (left, top, width, height, ink, fill))
         rows, columns = strokes.shape
@@ -111,15 +122,16 @@ class StrokeDetector:
         top0, left0 = np.maximum(top - pad, 0), np.maximum(left - pad, 0)
         bottom0, right0 = np.minimum(top + height + pad, rows), np.minimum(left + width + pad, columns)
         ring_area = (bottom0 - top0) * (right0 - left0) - width * height
-        ring = _box_sums(ink_sum, top0, left0, bottom0, right0) - ink
+        ring = _box_sums(sums[0], top0, left0, bottom0, right0) - ink
         texture = np.where(ring_area > 0, ring / np.maximum(ring_area, 1) / np.maximum(fill, 1e-6), 0.0)
-        extreme = _box_sums(cv2.integral(saturated // 255, sdepth=cv2.CV_32S), top, left, top + height, left + width)
+        extreme = _box_sums(sums[1], top, left, top + height, left + width)
         # Shape alone decides what can be a line: longer than tall, not a solid blob, not lost in texture.
         shaped = (width >= 1.2 * height) & (fill <= 0.75) & (texture <= 0.6)
         # Over texture, only a clear line: long, strokes mostly drawn at the extremes.
         clear = (texture <= FLAT) | ((extreme >= 0.25 * ink) & (width >= 2.5 * height))
         lines: list[_Piece] = []
         pieces: list[_Piece] = []
+        failed: list[tuple[int, int, int, int]] = []
         for i in range(len(left)):
             piece = _Piece(int(left[i]), int(top[i]), int(width[i]), int(height[i]), 0.0)
             if shaped[i] and clear[i]:
@@ -129,41 +141,51 @@ class StrokeDetector:
                     score = min(1.0, 0.5 + 0.1 * glyphs) * (1.0 - float(texture[i]))
                     lines.append(_Piece(piece.left, piece.top, piece.width, piece.height, score))
                     continue
+            if piece.height >= 2 * self.min_height and texture[i] <= FLAT:
+                failed.append((piece.left, piece.top, piece.width, piece.height))
             pieces.append(piece)
-        return [self._found(line, rows, columns) for line in _grow(lines, pieces)]
+        return lines, pieces, np.asarray(failed, dtype=np.int64).reshape(-1, 4)
 
-    def _split_blocks(self, strokes: np.ndarray, stats: np.ndarray) -> np.ndarray:
-        """Lines of a block set with little spacing touch (descenders on ascenders) and join
-        into one component too tall for a line: cut such components at the rows where the ink
-        thins out, and return each band's box (left, top, width, height)."""
-        tall = stats[
-            (stats[:, 3] > self.max_height) & (stats[:, 3] <= 8 * self.max_height) & (stats[:, 2] >= stats[:, 3])
-        ]
+    def _bands(self, strokes: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Cut each box at the rows where the ink thins out (lines of a block set with little
+        spacing touch, descenders on ascenders): the boxes (left, top, width, height) of the
+        bands of every box that has two or more."""
         bands: list[tuple[int, int, int, int]] = []
-        for left, top, width, height in tall[:, :4]:
+        for left, top, width, height in boxes:
             region = strokes[top : top + height, left : left + width]
             profile = cv2.reduce(region, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() / 255
-            inked = profile > 0.1 * float(np.median(profile[profile > 0])) if profile.any() else profile > 0
+            if not profile.any():
+                continue
+            inked = profile > 0.1 * float(np.median(profile[profile > 0]))
+            found: list[tuple[int, int, int, int]] = []
             start = None
             for row, on in enumerate([*inked.tolist(), False]):
                 if on and start is None:
                     start = row
                 elif not on and start is not None:
-                    band = region[start:row]
-                    columns = np.flatnonzero(band.any(axis=0))
+                    columns = np.flatnonzero(region[start:row].any(axis=0))
                     if columns.size:
-                        bands.append(
+                        found.append(
                             (int(left + columns[0]), int(top + start), int(columns[-1] - columns[0] + 1), row - start)
                         )
                     start = None
+            if len(found) > 1:
+                bands += found
         return np.asarray(bands, dtype=np.int64).reshape(-1, 4)
 
     def _glyphs(self, strokes: np.ndarray, p: _Piece) -> int:
         """Letters inside a line: stroke components standing at least half the line's height
-        (glyphs share a cap height; a cluster of speckle or an edge does not)."""
+        (glyphs share a cap height; a cluster of speckle or an edge does not), or runs of
+        well-inked columns."""
         region = strokes[p.top : p.top + p.height, p.left : p.left + p.width]
         count, _, stats, _ = cv2.connectedComponentsWithStats(region, connectivity=8)
-        return int(np.count_nonzero(stats[1:count, cv2.CC_STAT_HEIGHT] * 2 >= p.height))
+        tall = int(np.count_nonzero(stats[1:count, cv2.CC_STAT_HEIGHT] * 2 >= p.height))
+        # Small fonts: antialiasing joins neighbouring letters, but columns between them hold
+        # at most a pixel or two of ink, where a letter's columns hold more.
+        profile = cv2.reduce(region, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() // 255
+        inked = (profile > max(2, p.height // 4)).astype(np.int8)
+        runs = int(np.count_nonzero(np.diff(np.concatenate(([0], inked))) == 1))
+        return max(tall, runs)
 
     def _found(self, line: _Piece, rows: int, columns: int) -> FoundBox:
         m = self.margin + line.height // 8
