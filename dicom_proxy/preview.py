@@ -59,21 +59,9 @@ class Verdict:
 
 
 def pixel_boxes(cleaner: PixelCleaner, dataset: Dataset) -> tuple[SourcedBox, ...]:
-    """Every box the pixel stage would fill, by source, without changing `dataset`.
-
-    Adapter over the rules (``rules.py``); switches to the pixel stage's own preview (rules and
-    detectors) once that exists, so this module never re-implements matching.
-    """
-    matched, _ = cleaner.plan(dataset)
-    try:
-        rows, columns = int(dataset.Rows), int(dataset.Columns)
-    except (AttributeError, TypeError, ValueError):
-        return ()
-    result: list[SourcedBox] = []
-    for rule in matched:
-        for box in rule.boxes(rows, columns) or ():
-            result.append(SourcedBox(box, f"rule:{rule.name}"))
-    return tuple(result)
+    """Every box the pixel stage would fill, by source (``rule:<name>`` or a detector's name),
+    without changing `dataset`: the pixel stage's own preview (rules and detectors)."""
+    return tuple(SourcedBox(found.box, found.source) for found in cleaner.preview(dataset).boxes)
 
 
 def judge(engine: Engine, path: Path) -> Verdict:

@@ -173,7 +173,7 @@ def test_any_text_detector_is_a_source_of_boxes_next_to_rules(tmp_path: Path) ->
     ds = dataset(np.full((16, 16), 0.5, dtype=np.float32), "MONOCHROME2", 8, False)
     preview = cleaner.preview(ds)
     assert {(f.source, f.box) for f in preview.boxes} == {
-        ("rules", Box(top=5, left=5, bottom=7, right=7)),
+        ("rule:r", Box(top=5, left=5, bottom=7, right=7)),
         ("fixed", Box(top=0, left=0, bottom=2, right=3)),
     }
     assert preview.sources == ("rules", "fixed") and preview.rules == ("r",)

@@ -59,7 +59,8 @@ CODEC_LOCK = threading.Lock()
 _CONTENT_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData", "EncapsulatedDocument")
 _ICON_IMAGE_SEQUENCE = 0x00880200
 _OVERLAY_GROUPS = range(0x6000, 0x6020, 2)  # repeating group 60xx (PS3.3 C.9.2)
-RULES_SOURCE = "rules"
+RULES_SOURCE = "rules"  # in `sources`; each rule's boxes carry the source "rule:<name>"
+_RULE_PREFIX = "rule:"
 
 
 @dataclass(frozen=True)
@@ -193,8 +194,8 @@ class PixelCleaner:
             unsearchable = any(k in dataset for k in _CONTENT_KEYWORDS)
             refusal = f"{risk.value} and its content cannot be searched for text" if risk and unsearchable else None
             return _Analysis(PixelPreview(refusal=refusal, risk=risk))
-        matched, rule_boxes = self.plan(dataset)
-        found = tuple(FoundBox(box, RULES_SOURCE) for box in rule_boxes)
+        matched, _ = self.plan(dataset)
+        found = _rule_boxes(dataset, matched)
         detect = self.detector is not None and (self.config.detect == "all" or risk is not None)
         if not matched and not detect:
             refusal = f"{risk.value} and no pixel rule cleans it" if risk else None
@@ -235,8 +236,8 @@ class PixelCleaner:
         assert pixels is not None and codec is not None
         g = pixels.geometry
         embedded_overlay = _has_embedded_overlay(dataset)
-        detected = tuple(f.box for f in analysis.preview.boxes if f.source != RULES_SOURCE)
-        rule_boxes = tuple(f.box for f in analysis.preview.boxes if f.source == RULES_SOURCE)
+        detected = tuple(f.box for f in analysis.preview.boxes if not _from_rule(f))
+        rule_boxes = tuple(dict.fromkeys(f.box for f in analysis.preview.boxes if _from_rule(f)))
         if not detected and not rule_boxes and not embedded_overlay:
             return False
         fills = {rule.fill for rule in analysis.matched}
@@ -276,10 +277,22 @@ def _decode(dataset: Dataset) -> tuple[PixelCodec, DecodedPixels]:
         return codec, codec.decode(dataset)
 
 
+def _from_rule(found: FoundBox) -> bool:
+    return found.source.startswith(_RULE_PREFIX)
+
+
+def _rule_boxes(dataset: Dataset, matched: tuple[Rule, ...]) -> tuple[FoundBox, ...]:
+    """Each matching rule's boxes for this image, named by the rule (site-authored)."""
+    rows, columns = int(dataset.Rows), int(dataset.Columns)  # plan() matched: they are numbers
+    return tuple(
+        FoundBox(box, f"{_RULE_PREFIX}{rule.name}") for rule in matched for box in rule.boxes(rows, columns) or ()
+    )
+
+
 def _share(found: tuple[FoundBox, ...], pixels: DecodedPixels) -> float:
     """Share of the image covered by detected boxes (rules are the site's own choice)."""
     g = pixels.geometry
-    detected = [f.box for f in found if f.source != RULES_SOURCE]
+    detected = [f.box for f in found if not _from_rule(f)]
     if not detected or g.rows * g.columns == 0:
         return 0.0
     covered = np.zeros((g.rows, g.columns), dtype=bool)
