@@ -46,7 +46,11 @@ def metrics_proxy(tmp_path: Path, archive_port: int, **overrides: object) -> Pro
     (tmp_path / "rules.toml").write_text(RULES)
     overrides.setdefault(
         "deidentify",
-        {"secret_key_file": str(tmp_path / "secret.key"), "pixels": {"rules_file": str(tmp_path / "rules.toml")}},
+        # rules only (detection off): the US objects below are refused, so refusals are counted
+        {
+            "secret_key_file": str(tmp_path / "secret.key"),
+            "pixels": {"rules_file": str(tmp_path / "rules.toml"), "detect": "off"},
+        },
     )
     config = base_config(
         tmp_path,

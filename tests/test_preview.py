@@ -28,13 +28,16 @@ rectangles = [ { x = 10, y = 40, width = 100, height = 30 } ]
 """
 
 
-def _setup(tmp_path: Path) -> Path:
+def _setup(tmp_path: Path, detect: str = "all") -> Path:
     rules = tmp_path / "rules.toml"
     rules.write_text(RULES)
     config = base_config(
         tmp_path,
         [{"name": "archive", "type": "folder", "path": str(tmp_path / "out")}],
-        deidentify={"secret_key_file": str(tmp_path / "secret.key"), "pixels": {"rules_file": str(rules)}},
+        deidentify={
+            "secret_key_file": str(tmp_path / "secret.key"),
+            "pixels": {"rules_file": str(rules), "detect": detect},
+        },
     )
     path = write_config(tmp_path / "proxy.toml", config)
     init = subprocess.run(
@@ -105,7 +108,7 @@ def test_rule_box_is_outlined_where_the_rule_says(tmp_path: Path) -> None:
 
 
 def test_refused_object_shows_the_reason_and_no_box(tmp_path: Path) -> None:
-    config = _setup(tmp_path)
+    config = _setup(tmp_path, detect="off")  # rules only: a US object no rule covers is refused
     source = _image(tmp_path, "us", "US", rows=200, columns=200)
     output = tmp_path / "refused.png"
     result = _preview(config, str(source), "--output", str(output))
@@ -129,7 +132,7 @@ def test_frame_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_contact_sheet_of_a_folder_names_objects_by_position(tmp_path: Path) -> None:
-    config = _setup(tmp_path)
+    config = _setup(tmp_path, detect="off")  # rules only: the US object is refused
     folder = tmp_path / "device"
     folder.mkdir()
     for name, modality in (("a", "CT"), ("b", "US"), ("c", "MR")):
