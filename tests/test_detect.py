@@ -20,11 +20,10 @@ from dicom_proxy.models import Refused
 from dicom_proxy.status import StoreStatus
 from tests.burnedin import KINDS, Case, background, corpus, dataset, draw_text, fonts, score
 
-# The figures the default detector must reach on the fixed-seed corpus (issue 10 asks for
-# 95% of lines, 85% of images, 95% of non-text pixels untouched; see the closing note for the
-# figures measured on 500 images). A change that lowers them fails here.
-LINES_MASKED = 0.90
-IMAGES_FULLY_MASKED = 0.70
+# The figures issue 10 asks of the default detector, on the fixed-seed corpus (120 images,
+# about 470 text lines; the closing note has the figures on 500 images and a held-out seed).
+LINES_MASKED = 0.95
+IMAGES_FULLY_MASKED = 0.85
 UNTOUCHED = 0.95
 
 
