@@ -26,10 +26,12 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from dicom_proxy.config import PixelConfig
+from dicom_proxy.deidentify.codec import PIXEL_DATA as PIXEL_DATA_TAG
 from dicom_proxy.deidentify.codec import materialize_pixel_data
 from dicom_proxy.deidentify.pixels.base import (
     DecodedPixels,
@@ -255,6 +257,7 @@ class PixelCleaner:
             clear_unused_bits=embedded_overlay,
         )
         with CODEC_LOCK:
+            materialize_pixel_data(dataset)
             codec.encode(dataset, pixels, plan)
         return True
 
@@ -269,12 +272,23 @@ class PixelCleaner:
 
 
 def _decode(dataset: Dataset) -> tuple[PixelCodec, DecodedPixels]:
-    materialize_pixel_data(dataset)
+    """Decode every frame. The decoders need Pixel Data as bytes; afterwards the object's own
+    element is put back as it was (a view of the received bytes), so an image with nothing to
+    mask leaves without a copy (codec.py). `_mask` materialises it when boxes are filled."""
     codec = codec_for(dataset.file_meta.TransferSyntaxUID)
     if codec is None:
         raise PixelError("no decoder for the transfer syntax")
-    with CODEC_LOCK:
-        return codec, codec.decode(dataset)
+    element = dataset.get_item(PIXEL_DATA_TAG)
+    value = element.value
+    materialize_pixel_data(dataset)
+    try:
+        with CODEC_LOCK:
+            return codec, codec.decode(dataset)
+    finally:
+        if isinstance(element, RawDataElement):
+            dataset[PIXEL_DATA_TAG] = element
+        else:
+            element.value = value
 
 
 def _from_rule(found: FoundBox) -> bool:
