@@ -36,7 +36,9 @@ def test_readme_storescu_command_sends_a_nested_mixed_syntax_study_past_a_refusa
     (study / "series0" / "sc.dcm").write_bytes((TEST_FILES / "JPEG2000.dcm").read_bytes())
 
     folder = {"name": "archive", "type": "folder", "path": str(tmp_path / "archive")}
-    config = write_config(tmp_path / "proxy.toml", base_config(tmp_path, [folder]))
+    raw = base_config(tmp_path, [folder])
+    raw["deidentify"]["pixels"] = {"detect": "off"}  # rules only: the secondary capture is refused
+    config = write_config(tmp_path / "proxy.toml", raw)
     cfg = Path(__file__).resolve().parent.parent / "conf" / "storescu.cfg"
     with Proxy(config, tmp_path) as proxy:
         sent = subprocess.run(
