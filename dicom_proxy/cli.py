@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     pseudonym.add_argument("--sop-uid", default="", metavar="UID", help="original SOP Instance UID")
     pseudonym.add_argument("--patient-id", default=None, metavar="ID", help="original Patient ID")
     pseudonym.add_argument("--issuer", default="", metavar="ISSUER", help="original Issuer of Patient ID")
+    pseudonym.add_argument("--patient-name", default="", metavar="PN", help="without --patient-id: original Patient's Name")
+    pseudonym.add_argument("--birth-date", default="", metavar="YYYYMMDD", help="with --patient-name: Patient's Birth Date")
+    pseudonym.add_argument("--sex", default="", metavar="M|F|O", help="with --patient-name: Patient's Sex")
     pseudonym.add_argument("--accession", default="", metavar="NUMBER", help="original Accession Number")
     pseudonym.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
     spool = with_config("spool", "inspect and act on spool queues and quarantine")
@@ -348,7 +351,11 @@ def _pseudonym(config: Config, args: argparse.Namespace) -> int:
     from dicom_proxy import preflight, trace
     from dicom_proxy.policy.options import Option
 
-    if not (args.study_uid or args.series_uid or args.sop_uid or args.patient_id is not None or args.accession):
+    patient = None
+    if args.patient_id is None and args.patient_name:
+        patient = _patient_without_id(args)
+    if not (args.study_uid or args.series_uid or args.sop_uid or args.patient_id is not None or args.accession
+            or patient is not None):
         print("error: give at least one of --study-uid, --series-uid, --sop-uid, --patient-id, --accession",
               file=sys.stderr)
         return EXIT_USAGE
@@ -361,11 +368,27 @@ def _pseudonym(config: Config, args: argparse.Namespace) -> int:
         sop_instance_uid=args.sop_uid,
         accession=args.accession,
         retain_uids=Option.RETAIN_UIDS in config.deidentify.options,
+        patient=patient,
     )
     # The originals are never printed back: only what the key derives from them.
     for line in trace.describe(identity, config.logging.audit_file, args.json):
         print(line)
     return EXIT_OK
+
+
+def _patient_without_id(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The engine's identity of a patient without an ID (name, birth date, sex): built by the
+    engine's own `PatientIdentity.of`, so the name is folded exactly as it is there."""
+    from pydicom.dataset import Dataset
+
+    from dicom_proxy.deidentify.pseudonyms import PatientIdentity
+
+    dataset = Dataset()
+    dataset.PatientName = args.patient_name
+    dataset.PatientBirthDate = args.birth_date
+    dataset.PatientSex = args.sex
+    dataset.IssuerOfPatientID = args.issuer
+    return PatientIdentity.of(dataset)
 
 
 _COMMANDS = {
