@@ -96,8 +96,9 @@ class Observability:
     def stop(self) -> None:
         from dicom_proxy.metrics import remove_multiprocess_directory
 
-        if self.server is not None:
+        if self.server is not None:  # stop() may run twice (a start abandoned half-way)
             self.server.stop()
+            self.server = None
         for sink in self.sinks:
             audit.remove_sink(sink)
         remove_multiprocess_directory(self.directory)
