@@ -251,6 +251,7 @@ class ObjectForwarded(AuditEvent):
     sop_instance_uid: str = ""
     study_instance_uid: str = ""
     status: int = 0
+    transfer_syntax_uid: str = ""  # what it went out as (its own, or a conversion)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -276,6 +277,7 @@ class ObjectQuarantined(AuditEvent):
     destination: str
     entry: str
     reason: str
+    outcome: str = ""  # "refused by destination" or "cannot convert" (forward.Delivery)
     status: int | None = None
     sop_instance_uid: str = ""
     study_instance_uid: str = ""

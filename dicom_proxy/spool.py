@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dicom_proxy.config import SpoolConfig
+from dicom_proxy.durable import fsync_dir as _fsync_dir
 from dicom_proxy.models import DeidentifiedObject, SpoolEntry
 
 _DIR_MODE = 0o700
@@ -66,14 +67,6 @@ def queued_at(entry_name: str) -> float | None:
     """When an entry was spooled (seconds since the epoch), read from its name (see store())."""
     stamp = entry_name[:20]
     return int(stamp) / 1e9 if stamp.isdigit() else None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _make_dir(path: Path) -> None:

@@ -206,8 +206,8 @@ class StoreSCP:
     def complete_files(self, count: int, timeout: float = 60) -> list[Path]:
         """Wait until `count` objects are fully written: storescp writes files in place, so a
         file can be listed while its end is still arriving."""
-        from dicom_proxy.deidentify.codec import read_file
         from dicom_proxy.models import Refused
+        from dicom_proxy.part10 import read_file
 
         def complete() -> bool:
             files = self.files()

@@ -23,9 +23,8 @@ from typing import Protocol
 
 from pydicom.dataset import Dataset
 
-from dicom_proxy import trace
+from dicom_proxy import part10, trace
 from dicom_proxy.config import ConfigError, DeidentifyConfig, load_recipients
-from dicom_proxy.deidentify import codec
 from dicom_proxy.deidentify.charset import declare_undeclared_utf8
 from dicom_proxy.deidentify.encrypt import AttributeEncryptor, without_encrypted_content
 from dicom_proxy.deidentify.pixels import PixelCleaner
@@ -88,13 +87,13 @@ class Engine:
         return self._pixels
 
     def deidentify_received(self, received: ReceivedObject) -> DeidentifiedObject:
-        dataset = codec.decode_received(received.dataset_bytes, received.transfer_syntax_uid)
+        dataset = part10.decode_received(received.dataset_bytes, received.transfer_syntax_uid)
         if dataset.get("SOPClassUID") != received.affected_sop_class_uid:
             raise Refused("SOP Class UID in the data set differs from the C-STORE request")
         return self.deidentify(dataset)
 
     def deidentify_file(self, path: Path) -> DeidentifiedObject:
-        return self.deidentify(codec.read_file(path))
+        return self.deidentify(part10.read_file(path))
 
     def deidentify(self, dataset: Dataset) -> DeidentifiedObject:
         """De-identify `dataset` (modified in place) and return the encoded result.
@@ -137,7 +136,7 @@ class Engine:
                 protected = self._encryptor.protect(dataset, originals)
         with self._timed(Stage.ENCODE):
             try:
-                encoded = codec.encode(dataset)
+                encoded = part10.encode(dataset)
             except Exception as exc:
                 raise Refused(f"cannot encode output ({type(exc).__name__})") from None
         with self._timed(Stage.VERIFY):

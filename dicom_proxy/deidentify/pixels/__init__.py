@@ -15,7 +15,6 @@ match on the original header. Flow for one object:
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from enum import Enum
 
@@ -23,20 +22,17 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from dicom_proxy.config import PixelConfig
-from dicom_proxy.deidentify.codec import materialize_pixel_data
 from dicom_proxy.deidentify.pixels.base import MaskPlan, PixelError
 from dicom_proxy.deidentify.pixels.registry import codec_for
 from dicom_proxy.deidentify.pixels.rules import Box, MatchField, Rule, RuleSet, load_rules
 from dicom_proxy.models import Refused
+from dicom_proxy.part10 import CODEC_LOCK, materialize_pixel_data
 from dicom_proxy.status import StoreStatus
 
 __all__ = ["PixelCleaner", "PixelOutcome", "Risk"]
 
 # Elements that carry image content (PS3.3 C.7.6.3, C.7.6.24, A.45.1.4).
 _PIXEL_DATA = "PixelData"
-# One decode/mask/encode at a time in this process: the C codec libraries (libjpeg, openjpeg,
-# CharLS, RLE) are not all documented as thread-safe, and a crash would take the node down.
-CODEC_LOCK = threading.Lock()
 _CONTENT_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData", "EncapsulatedDocument")
 _ICON_IMAGE_SEQUENCE = 0x00880200
 _OVERLAY_GROUPS = range(0x6000, 0x6020, 2)  # repeating group 60xx (PS3.3 C.9.2)
