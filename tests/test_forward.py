@@ -123,7 +123,7 @@ def assert_arrived_intact(received: Received, source: Path) -> None:
 
 def test_a_syntax_mix_on_one_association_goes_out_as_encoded(tmp_path: Path) -> None:
     paths = [pydicom_file(name) for name in MIX] + [pydicom_file("MR_small_RLE.dcm")]
-    spool, entries = spool_of(tmp_path, paths)
+    _, entries = spool_of(tmp_path, paths)
     with ScriptedSCP(free_port()) as archive:
         sender = DicomSender(destination(archive.port), NodeConfig())
         outcomes = send_all(sender, entries)
@@ -140,7 +140,7 @@ def test_a_syntax_mix_on_one_association_goes_out_as_encoded(tmp_path: Path) -> 
 
 def test_an_archive_accepting_only_uncompressed_syntaxes_gets_every_object_decoded(tmp_path: Path) -> None:
     paths = [pydicom_file(name) for name in MIX]
-    spool, entries = spool_of(tmp_path, paths)
+    _, entries = spool_of(tmp_path, paths)
     with ScriptedSCP(free_port(), transfer_syntaxes=UNCOMPRESSED) as archive:
         outcomes = send_all(DicomSender(destination(archive.port), NodeConfig()), entries)
     assert [o.delivery for o in outcomes] == [Delivery.DELIVERED] * len(paths)
@@ -156,7 +156,7 @@ def test_uncompressed_objects_are_converted_for_an_explicit_little_endian_only_a
     tmp_path: Path, name: str
 ) -> None:
     path = pydicom_file(name)
-    spool, entries = spool_of(tmp_path, [path])
+    _, entries = spool_of(tmp_path, [path])
     with ScriptedSCP(free_port(), transfer_syntaxes=[ExplicitVRLittleEndian]) as archive:
         (outcome,) = send_all(DicomSender(destination(archive.port), NodeConfig()), entries)
     assert outcome.delivery is Delivery.DELIVERED, outcome.reason
@@ -169,18 +169,24 @@ def test_a_compressed_object_is_not_decompressed_when_a_new_association_can_carr
     """Without lookahead the first association knows only the uncompressed object; the RLE
     object that follows gets a new association proposing RLE instead of being decompressed."""
     paths = [pydicom_file("MR_small.dcm"), pydicom_file("MR_small_RLE.dcm"), pydicom_file("MR_small.dcm")]
-    spool, entries = spool_of(tmp_path, paths)
+    _, entries = spool_of(tmp_path, paths)
     with ScriptedSCP(free_port()) as archive:
         sender = DicomSender(destination(archive.port), NodeConfig())
         outcomes = send_all(sender, entries, lookahead=False)
     assert [o.delivery for o in outcomes] == [Delivery.DELIVERED] * 3
-    assert [r.transfer_syntax_uid for r in archive.received] == [ExplicitVRLittleEndian, RLELossless, ExplicitVRLittleEndian]
+    assert [r.transfer_syntax_uid for r in archive.received] == [
+        ExplicitVRLittleEndian,
+        RLELossless,
+        ExplicitVRLittleEndian,
+    ]
     assert [r.association for r in archive.received] == [0, 1, 1]
     assert sender.associations_opened == 2
 
 
 def test_an_object_no_accepted_syntax_fits_is_refused_by_the_destination(tmp_path: Path) -> None:
-    spool, entries = spool_of(tmp_path, [pydicom_file("MR_small_jp2klossless.dcm"), pydicom_file("MR_small_jpeg_ls_lossless.dcm")])
+    _, entries = spool_of(
+        tmp_path, [pydicom_file("MR_small_jp2klossless.dcm"), pydicom_file("MR_small_jpeg_ls_lossless.dcm")]
+    )
     with ScriptedSCP(free_port(), transfer_syntaxes=[JPEGLSLossless]) as archive:
         outcomes = send_all(DicomSender(destination(archive.port), NodeConfig()), entries)
     assert outcomes[0].delivery is Delivery.REFUSED
@@ -195,7 +201,7 @@ def test_an_object_that_does_not_decode_cannot_be_converted(tmp_path: Path) -> N
     source.PixelData = encapsulate([(15).to_bytes(4, "little") + (60000).to_bytes(4, "little") * 15 + b"\x00" * 4])
     broken = tmp_path / "broken.dcm"
     source.save_as(broken, enforce_file_format=True)
-    spool, entries = spool_of(tmp_path, [broken])
+    _, entries = spool_of(tmp_path, [broken])
     with ScriptedSCP(free_port(), transfer_syntaxes=UNCOMPRESSED) as archive:
         (outcome,) = send_all(DicomSender(destination(archive.port), NodeConfig()), entries)
     assert outcome.delivery is Delivery.CANNOT_CONVERT
@@ -205,18 +211,23 @@ def test_an_object_that_does_not_decode_cannot_be_converted(tmp_path: Path) -> N
 
 @pytest.mark.parametrize(
     ("status", "delivery"),
-    [(0x0000, Delivery.DELIVERED), (0xB000, Delivery.DELIVERED), (0xA700, Delivery.TRANSIENT),
-     (0xC000, Delivery.REFUSED), (0xA900, Delivery.REFUSED)],
+    [
+        (0x0000, Delivery.DELIVERED),
+        (0xB000, Delivery.DELIVERED),
+        (0xA700, Delivery.TRANSIENT),
+        (0xC000, Delivery.REFUSED),
+        (0xA900, Delivery.REFUSED),
+    ],
 )
 def test_the_destination_status_decides_the_outcome(tmp_path: Path, status: int, delivery: Delivery) -> None:
-    spool, entries = spool_of(tmp_path, [pydicom_file("MR_small.dcm")])
+    _, entries = spool_of(tmp_path, [pydicom_file("MR_small.dcm")])
     with ScriptedSCP(free_port(), statuses=[status]) as archive:
         (outcome,) = send_all(DicomSender(destination(archive.port), NodeConfig()), entries)
     assert (outcome.delivery, outcome.status) == (delivery, status)
 
 
 def test_a_destination_that_is_down_is_transient(tmp_path: Path) -> None:
-    spool, entries = spool_of(tmp_path, [pydicom_file("MR_small.dcm")])
+    _, entries = spool_of(tmp_path, [pydicom_file("MR_small.dcm")])
     (outcome,) = send_all(DicomSender(destination(free_port(), network_timeout=5), NodeConfig()), entries)
     assert outcome.delivery is Delivery.TRANSIENT
 

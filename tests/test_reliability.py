@@ -298,6 +298,9 @@ def test_a_failing_entry_does_not_stop_its_forwarder(tmp_path: Path) -> None:
                 raise OSError("disk trouble while quarantining")
             return Outcome(Delivery.DELIVERED)
 
+        def expect(self, entries):  # type: ignore[no-untyped-def]
+            pass
+
         def close(self) -> None:
             pass
 
