@@ -135,11 +135,11 @@ class Spool:
             self._bytes_read_at = time.monotonic()
         return queued
 
-    def _queued_bytes(self) -> int:
+    def _queued_bytes(self, fresh: bool = False) -> int:
         """Bytes waiting in all queues (each destination's entry counted), at most
-        _USAGE_REFRESH_SECONDS old plus what this process stored since."""
+        _USAGE_REFRESH_SECONDS old plus what this process stored since (`fresh`: read now)."""
         with self._lock:
-            if time.monotonic() - self._bytes_read_at < _USAGE_REFRESH_SECONDS:
+            if not fresh and time.monotonic() - self._bytes_read_at < _USAGE_REFRESH_SECONDS:
                 return self._bytes
         total = sum(e.size for d in self.destinations for e in self.pending(d))
         with self._lock:
@@ -150,8 +150,11 @@ class Spool:
     # -- write ---------------------------------------------------------------------------
     def check_capacity(self, incoming_bytes: int = 0) -> None:
         """Raise SpoolFull when accepting `incoming_bytes` more would break a limit."""
-        held = self._queued_bytes()
-        if held + incoming_bytes * max(1, len(self.destinations)) > self.config.max_bytes:
+        needed = incoming_bytes * max(1, len(self.destinations))
+        # Before refusing, look again: the forwarder may have drained since the cached count.
+        if self._queued_bytes() + needed > self.config.max_bytes and (
+            self._queued_bytes(fresh=True) + needed > self.config.max_bytes
+        ):
             raise SpoolFull("spool byte limit reached")
         if shutil.disk_usage(self.root).free - incoming_bytes < self.config.min_free_bytes:
             raise SpoolFull("free disk space below spool.min_free_bytes")
