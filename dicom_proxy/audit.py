@@ -48,6 +48,7 @@ class EventKind(enum.StrEnum):
     RELOAD_REJECTED = "reload_rejected"
     ASSOCIATION_ACCEPTED = "association_accepted"
     ASSOCIATION_REJECTED = "association_rejected"
+    CONNECTION_REJECTED = "connection_rejected"
     ASSOCIATION_ENDED = "association_ended"
     OBJECT_STORED = "stored"
     OBJECT_REFUSED = "refused"
@@ -179,6 +180,19 @@ class AssociationRejected(AuditEvent):
     result: int
     source: int
     diagnostic: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionRejected(AuditEvent):
+    """A connection closed before any DICOM was read: its address is not in
+    node.allowed_networks, or its TLS handshake failed (PS3.15 B.9), with why."""
+
+    kind = EventKind.CONNECTION_REJECTED
+    level = logging.WARNING
+    peer: str
+    port: int  # the node's port it reached
+    tls: bool
+    reason: str
 
 
 @dataclass(frozen=True, kw_only=True)

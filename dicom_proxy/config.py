@@ -13,6 +13,7 @@ import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,6 +41,28 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class NodeTLSConfig:
+    """`[node.tls]`: DICOM TLS on the listening side (PS3.15 B.9); tls.py builds the context."""
+
+    certificate: Path
+    private_key: Path
+    ca_bundle: Path | None = None  # set: mutual TLS, client certificates required and verified
+    port: int | None = None  # None: TLS only, on node.port; set: TLS here and clear text on node.port
+    minimum_version: Literal["1.2", "1.3"] = "1.2"
+
+
+@dataclass(frozen=True)
+class DestinationTLSConfig:
+    """`[destinations.tls]`: DICOM TLS towards one destination."""
+
+    ca_bundle: Path | None = None  # None: the system's trust store
+    certificate: Path | None = None  # our client certificate, for destinations that require one
+    private_key: Path | None = None
+    server_name: str = ""  # the name its certificate must carry; empty: `host`
+    minimum_version: Literal["1.2", "1.3"] = "1.2"
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     ae_title: str = "DEID_PROXY"
     bind: str = "0.0.0.0"
@@ -52,6 +75,9 @@ class NodeConfig:
     maximum_pdu_size: int = 0  # 0: no limit (PS3.8 D.1); what we advertise to senders
     max_object_bytes: int = 4 * 1024**3  # larger data sets abort the association (bounded memory)
     worker_processes: int | None = None  # de-identification processes; None: one per core
+    tls: NodeTLSConfig | None = None
+    # Admission by peer address (CIDR); empty: any address. AE titles are checked as well.
+    allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +95,7 @@ class DicomDestination:
     dimse_timeout: float = 60.0
     network_timeout: float = 60.0
     maximum_pdu_size: int = 0
+    tls: DestinationTLSConfig | None = None
     type: Literal["dicom"] = "dicom"
 
 
@@ -203,9 +230,15 @@ def read_toml(path: Path, label: str | None = None) -> dict[str, Any]:
 def load_config(path: Path) -> Config:
     """Read and validate a TOML configuration file and the files it names (overrides, pixel
     rules); raise ConfigError listing every problem."""
+    from dicom_proxy import tls
+
     config = parse_config(read_toml(path))
     problems: list[str] = []
     deidentify = load_deidentify_files(config.deidentify, "deidentify", problems)
+    try:
+        tls.build(config)  # certificates readable, valid now, matching their keys
+    except tls.TLSConfigError as exc:
+        problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
     return dataclasses.replace(config, deidentify=deidentify, source=path)
@@ -375,7 +408,7 @@ def _parse_node(r: _Reader, t: dict[str, Any]) -> NodeConfig:
         t,
         {
             "ae_title", "bind", "port", "allowed_calling_ae_titles", "max_associations", "maximum_pdu_size",
-            "max_object_bytes", "worker_processes", *_TIMEOUT_KEYS,
+            "max_object_bytes", "worker_processes", "tls", "allowed_networks", *_TIMEOUT_KEYS,
         },
     )
     ae_title = r.ae_title("node.ae_title", t, "ae_title", d.ae_title)
@@ -399,6 +432,8 @@ def _parse_node(r: _Reader, t: dict[str, Any]) -> NodeConfig:
         worker_processes=(
             r.integer("node.worker_processes", t, "worker_processes", 0, 0, 256) if "worker_processes" in t else None
         ),
+        tls=_parse_node_tls(r, r.table("node.tls", t["tls"])) if "tls" in t else None,
+        allowed_networks=_parse_networks(r, "node.allowed_networks", t),
     )
 
 
@@ -433,7 +468,9 @@ def _parse_destination(r: _Reader, key: str, t: dict[str, Any]) -> DestinationCo
         r.unknown_keys(f"{key}.", t, common | {"path"})
     else:
         r.unknown_keys(
-            f"{key}.", t, common | {"ae_title", "host", "port", "calling_ae_title", "maximum_pdu_size", *_TIMEOUT_KEYS}
+            f"{key}.",
+            t,
+            common | {"ae_title", "host", "port", "calling_ae_title", "maximum_pdu_size", "tls", *_TIMEOUT_KEYS},
         )
     name = r.string(f"{key}.name", t, "name", "")
     if not _DESTINATION_NAME.match(name):
@@ -471,7 +508,57 @@ def _parse_destination(r: _Reader, key: str, t: dict[str, Any]) -> DestinationCo
         maximum_pdu_size=r.integer(
             f"{key}.maximum_pdu_size", t, "maximum_pdu_size", d.maximum_pdu_size, 0, 2**32 - 1
         ),
+        tls=_parse_destination_tls(r, f"{key}.tls", r.table(f"{key}.tls", t["tls"])) if "tls" in t else None,
     )
+
+
+def _parse_node_tls(r: _Reader, t: dict[str, Any]) -> NodeTLSConfig | None:
+    """`[node.tls]`; the files are checked when tls.py builds the context (load_config)."""
+    r.unknown_keys("node.tls.", t, {"certificate", "private_key", "ca_bundle", "port", "minimum_version"})
+    certificate = r.path("node.tls.certificate", t, "certificate", None)
+    private_key = r.path("node.tls.private_key", t, "private_key", None)
+    for name, value in (("certificate", certificate), ("private_key", private_key)):
+        if value is None:
+            r.fail(f"node.tls.{name}", "required for TLS")
+    port = r.integer("node.tls.port", t, "port", 0, 0, 65535) if "port" in t else None
+    if certificate is None or private_key is None:
+        return None
+    return NodeTLSConfig(
+        certificate=certificate,
+        private_key=private_key,
+        ca_bundle=r.path("node.tls.ca_bundle", t, "ca_bundle", None),
+        port=port,
+        minimum_version=_tls_version(r, "node.tls.minimum_version", t),
+    )
+
+
+def _parse_destination_tls(r: _Reader, key: str, t: dict[str, Any]) -> DestinationTLSConfig:
+    r.unknown_keys(f"{key}.", t, {"ca_bundle", "certificate", "private_key", "server_name", "minimum_version"})
+    certificate = r.path(f"{key}.certificate", t, "certificate", None)
+    private_key = r.path(f"{key}.private_key", t, "private_key", None)
+    if (certificate is None) != (private_key is None):
+        r.fail(f"{key}.private_key" if private_key is None else f"{key}.certificate", "certificate and private_key go together")
+    return DestinationTLSConfig(
+        ca_bundle=r.path(f"{key}.ca_bundle", t, "ca_bundle", None),
+        certificate=certificate,
+        private_key=private_key,
+        server_name=r.string(f"{key}.server_name", t, "server_name", ""),
+        minimum_version=_tls_version(r, f"{key}.minimum_version", t),
+    )
+
+
+def _tls_version(r: _Reader, key: str, t: dict[str, Any]) -> Literal["1.2", "1.3"]:
+    return "1.3" if r.choice(key, t, "minimum_version", "1.2", ("1.2", "1.3")) == "1.3" else "1.2"
+
+
+def _parse_networks(r: _Reader, key: str, t: dict[str, Any]) -> tuple[IPv4Network | IPv6Network, ...]:
+    networks = []
+    for i, text in enumerate(r.strings(key, t, key.rsplit(".", 1)[-1], ())):
+        try:
+            networks.append(ip_network(text.strip(), strict=False))
+        except ValueError:
+            r.fail(f"{key}[{i}]", "not an IP network in CIDR notation (e.g. 10.1.0.0/16)")
+    return tuple(networks)
 
 
 def _parse_deidentify(r: _Reader, t: dict[str, Any], key: str = "deidentify") -> DeidentifyConfig:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import ssl
 import threading
 import time
 from collections import Counter
@@ -23,9 +24,9 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_proxy import audit, reception
+from dicom_proxy.admission import AdmittingServer
 from dicom_proxy.config import NodeConfig
 from dicom_proxy.deidentify import Engine
 from dicom_proxy.limits import ReceiveLimits
@@ -338,8 +339,12 @@ def build_ae(node: NodeConfig) -> AE:
     return ae
 
 
-def start_server(node: NodeConfig, pipeline: StorePipeline) -> ThreadedAssociationServer:
-    """Listen on `node.bind:node.port` (port 0: any free port) in background threads."""
+def start_servers(
+    node: NodeConfig, pipeline: StorePipeline, tls_context: ssl.SSLContext | None = None
+) -> list[AdmittingServer]:
+    """Listen in background threads on `node.bind:node.port` (port 0: any free port): clear
+    text, or TLS when `[node.tls]` names no port of its own; and, when it does, TLS on that
+    port as well. One AE behind every port, so `node.max_associations` counts them all."""
     ae = build_ae(node)
     limits = ReceiveLimits(node.max_object_bytes)
     associations = AssociationAudit()
@@ -351,6 +356,24 @@ def start_server(node: NodeConfig, pipeline: StorePipeline) -> ThreadedAssociati
         (evt.EVT_CONN_OPEN, limits.on_connection_open),
         (evt.EVT_CONN_CLOSE, release_unassociated),
     ]
-    contexts: list[PresentationContext] = [_cheaply_copied(c) for c in ae.supported_contexts]
-    return reception.start_server(ae, (node.bind, node.port), evt_handlers=handlers, contexts=contexts)
-
+    tls_port = node.tls.port if node.tls is not None else None
+    listeners: list[tuple[int, ssl.SSLContext | None]] = [(node.port, tls_context if tls_port is None else None)]
+    if tls_port is not None:
+        listeners.append((tls_port, tls_context))
+    servers: list[AdmittingServer] = []
+    for port, context in listeners:
+        contexts: list[PresentationContext] = [_cheaply_copied(c) for c in ae.supported_contexts]
+        try:
+            server = reception.start_server(
+                ae, (node.bind, port), evt_handlers=handlers, contexts=contexts, server_class=AdmittingServer
+            )
+        except OSError:
+            for started in servers:  # all ports or none
+                started.shutdown()
+            raise
+        assert isinstance(server, AdmittingServer)
+        server.allowed_networks = node.allowed_networks
+        server.tls_context = context
+        server.handshake_timeout = node.acse_timeout
+        servers.append(server)
+    return servers

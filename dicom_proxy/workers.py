@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from dicom_proxy.deidentify import Engine
-from dicom_proxy.deidentify.pixels import CODEC_LOCK
 from dicom_proxy.models import DeidentifiedObject, ObjectIdentity, ReceivedObject, Refused
+from dicom_proxy.part10 import CODEC_LOCK
 from dicom_proxy.status import StoreStatus
 
 log = logging.getLogger(__name__)

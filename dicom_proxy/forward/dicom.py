@@ -42,6 +42,7 @@ from dicom_proxy.forward.outcome import Delivery, Outcome
 from dicom_proxy.models import SpoolEntry
 from dicom_proxy.status import is_success, is_transient_failure
 from dicom_proxy.tcp import set_tcp_nodelay
+from dicom_proxy.tls import ClientTLS
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,10 @@ class ContextBook:
 class DicomSender:
     """Keeps one association to the destination open across objects."""
 
-    def __init__(self, destination: DicomDestination, node: NodeConfig) -> None:
+    def __init__(self, destination: DicomDestination, node: NodeConfig, client_tls: ClientTLS | None = None) -> None:
         self.destination = destination
+        # DICOM TLS (PS3.15 B.9) when the destination has [destinations.tls]; tls.py built it.
+        self.tls = client_tls
         self.ae = AE(ae_title=destination.calling_ae_title or node.ae_title)
         self.ae.acse_timeout = destination.acse_timeout
         self.ae.dimse_timeout = destination.dimse_timeout
@@ -198,6 +201,7 @@ class DicomSender:
             contexts=contexts,
             ae_title=d.ae_title,
             max_pdu=d.maximum_pdu_size,
+            tls_args=self.tls.tls_args if self.tls is not None else None,
             # The event-driven association reactor (reception.py): pynetdicom's own could swallow
             # a C-STORE response and stall the send for the DIMSE timeout.
             evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay), (evt.EVT_CONN_OPEN, reception.adopt_requestor)],
@@ -205,6 +209,8 @@ class DicomSender:
         self.associations_opened += 1
         if not assoc.is_established:
             why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "failed"
+            if self.tls is not None and not assoc.is_rejected:
+                why += " (connection or TLS handshake failed; pynetdicom logs which)"
             return Outcome(Delivery.TRANSIENT, f"association {why}")
         self.assoc = assoc
         self._proposed = set(pairs)

@@ -20,8 +20,16 @@ import time
 import traceback
 from pathlib import Path
 
-from dicom_proxy import audit
-from dicom_proxy.config import Config, DestinationConfig, DicomDestination, FolderDestination, NodeConfig
+from dicom_proxy import audit, tls
+from dicom_proxy.config import (
+    Config,
+    ConfigError,
+    DestinationConfig,
+    DicomDestination,
+    FolderDestination,
+    NodeConfig,
+    load_config,
+)
 from dicom_proxy.forward.backoff import Backoff
 from dicom_proxy.forward.dicom import DicomSender
 from dicom_proxy.forward.folder import FolderSender
@@ -29,6 +37,7 @@ from dicom_proxy.forward.outcome import Delivery, Outcome, Sender
 from dicom_proxy.models import SpoolEntry
 from dicom_proxy.spool import Spool, entry_uids
 from dicom_proxy.spool_state import DestinationHealth
+from dicom_proxy.tls import ClientTLS
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +48,10 @@ IDLE_RELEASE_SECONDS = 5.0
 LOOKAHEAD = 32
 
 
-def make_sender(destination: DestinationConfig, node: NodeConfig) -> Sender:
+def make_sender(destination: DestinationConfig, node: NodeConfig, client_tls: ClientTLS | None = None) -> Sender:
     if isinstance(destination, FolderDestination):
         return FolderSender(destination)
-    return DicomSender(destination, node)
+    return DicomSender(destination, node, client_tls)
 
 
 def where(exc: BaseException) -> str:
@@ -57,11 +66,13 @@ def where(exc: BaseException) -> str:
 class Forwarder(threading.Thread):
     """Drains one destination's queue, oldest first, until stopped."""
 
-    def __init__(self, destination: DestinationConfig, node: NodeConfig, spool: Spool) -> None:
+    def __init__(
+        self, destination: DestinationConfig, node: NodeConfig, spool: Spool, client_tls: ClientTLS | None = None
+    ) -> None:
         super().__init__(name=f"forward-{destination.name}", daemon=True)
         self.destination = destination
         self.spool = spool
-        self.sender = make_sender(destination, node)
+        self.sender = make_sender(destination, node, client_tls)
         self.backoff = Backoff(destination.retry_initial_delay, destination.retry_max_delay)
         # What `spool status` shows: written to the spool by this worker (spool_state.py).
         self.health = DestinationHealth(spool.root, destination.name)
@@ -70,6 +81,11 @@ class Forwarder(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.spool.wake()
+
+    def use_tls(self, client_tls: ClientTLS | None) -> None:
+        """New certificates for the next association (the open one keeps its session)."""
+        if isinstance(self.sender, DicomSender):
+            self.sender.tls = client_tls
 
     def run(self) -> None:
         idle_since: float | None = None
@@ -185,6 +201,20 @@ class Forwarder(threading.Thread):
         self._stop_event.wait(delay)
 
 
+def _reload_certificates(config: Config, forwarders: list[Forwarder]) -> None:
+    """Rebuild every destination context from the configuration file; keep the old ones on any
+    problem (the receiver has validated the file already, so this is rare)."""
+    try:
+        fresh = load_config(config.source) if config.source is not None else config
+        contexts = tls.build(fresh)
+    except (ConfigError, tls.TLSConfigError) as exc:
+        log.error("forwarder: certificate reload rejected, keeping the current ones: %s", "; ".join(exc.problems))
+        return
+    for forwarder in forwarders:
+        forwarder.use_tls(contexts.destinations.get(forwarder.destination.name))
+    log.info("forwarder: destination certificates reloaded")
+
+
 class WorkSignal:
     """Wakes the forwarder process when the receiver stored something (a pipe across fork)."""
 
@@ -207,15 +237,26 @@ class WorkSignal:
                 spool.wake()
 
 
-def run_forwarders(config: Config, spool: Spool, signal_: WorkSignal, stopped: threading.Event) -> None:
+def run_forwarders(
+    config: Config,
+    spool: Spool,
+    signal_: WorkSignal,
+    stopped: threading.Event,
+    reload: threading.Event | None = None,
+) -> None:
     """Run one Forwarder per destination until `stopped` is set; then let each finish its
-    current object (bounded by its DIMSE timeout) and release its association."""
-    forwarders = [Forwarder(d, config.node, spool) for d in config.destinations]
+    current object (bounded by its DIMSE timeout) and release its association. When `reload`
+    is set, re-read the destinations' TLS certificates (next association uses them)."""
+    contexts = tls.build(config)
+    forwarders = [Forwarder(d, config.node, spool, contexts.destinations.get(d.name)) for d in config.destinations]
     for forwarder in forwarders:
         forwarder.start()
     relay = threading.Thread(target=signal_.relay, args=(spool, stopped), name="forward-wake", daemon=True)
     relay.start()
     while not stopped.wait(1.0):
+        if reload is not None and reload.is_set():
+            reload.clear()
+            _reload_certificates(config, forwarders)
         if not all(f.is_alive() for f in forwarders):
             # Never expected (workers catch everything): exit so the receiver restarts us.
             log.error("a forwarder thread exited; restarting the forwarder process")
