@@ -17,7 +17,9 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from dicom_proxy.filters import FilterSet, parse_filters
 from dicom_proxy.policy.options import Option
+from dicom_proxy.subjects import SubjectsConfig
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
@@ -165,6 +167,40 @@ class DeidentifyConfig:
     text: Literal["clean", "allowlist"] = "clean"
     # Extra descriptor words for "allowlist" (the site's languages), one or more per line.
     vocabulary_file: Path | None = None
+    # Which received objects are de-identified at all (dicom_proxy/filters.py).
+    filters: FilterSet = field(default_factory=FilterSet)
+    # Subject IDs from the study team's table instead of keyed pseudonyms (dicom_proxy/subjects.py).
+    subjects: SubjectsConfig | None = None
+
+
+# Keys of [deidentify] that a profile cannot inherit: the key is node-wide (promise 3), and
+# filters and the subject table belong to one flow.
+_NODE_WIDE_KEYS = frozenset({"secret_key_file"})
+_PER_FLOW_KEYS = frozenset({"filters", "filters_default", "subjects"})
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """`[[profiles]]`: one flow. Callers it applies to, its de-identification and destinations.
+
+    Without `[[profiles]]` the configuration has one implicit profile, "default", built from
+    `[deidentify]`, matching every caller and sending to every destination.
+    """
+
+    name: str
+    calling_ae_titles: tuple[str, ...]
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    destinations: tuple[str, ...]
+    deidentify: DeidentifyConfig
+    implicit: bool = False
+
+    @property
+    def is_default(self) -> bool:
+        """The fallback for callers that no other profile matches."""
+        return self.name == DEFAULT_PROFILE
+
+
+DEFAULT_PROFILE = "default"
 
 
 @dataclass(frozen=True)
@@ -212,6 +248,8 @@ class Config:
     logging: LoggingConfig
     source: Path | None = None
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    # Never empty after parse_config: the declared [[profiles]] or the implicit "default".
+    profiles: tuple[ProfileConfig, ...] = ()
 
 
 def read_toml(path: Path, label: str | None = None) -> dict[str, Any]:
@@ -239,9 +277,18 @@ def load_config(path: Path) -> Config:
         tls.build(config)  # certificates readable, valid now, matching their keys
     except tls.TLSConfigError as exc:
         problems.extend(exc.problems)
+    profiles = tuple(
+        dataclasses.replace(
+            profile,
+            deidentify=deidentify if profile.implicit else load_deidentify_files(
+                profile.deidentify, f"profiles[{i}]", problems
+            ),
+        )
+        for i, profile in enumerate(config.profiles)
+    )
     if problems:
         raise ConfigError(problems)
-    return dataclasses.replace(config, deidentify=deidentify, source=path)
+    return dataclasses.replace(config, deidentify=deidentify, profiles=profiles, source=path)
 
 
 def load_deidentify_files(config: DeidentifyConfig, key: str, problems: list[str]) -> DeidentifyConfig:
@@ -271,7 +318,12 @@ def load_deidentify_files(config: DeidentifyConfig, key: str, problems: list[str
     encryption = dataclasses.replace(
         config.encryption, certificates=load_recipients(config.encryption, f"{key}.encryption", problems)
     )
-    return dataclasses.replace(config, policy=policy, pixels=pixels, encryption=encryption)
+    subjects = config.subjects
+    if subjects is not None:
+        from dicom_proxy.subjects import load_subjects
+
+        subjects = dataclasses.replace(subjects, table=load_subjects(subjects.file, f"{key}.subjects.file", problems))
+    return dataclasses.replace(config, policy=policy, pixels=pixels, encryption=encryption, subjects=subjects)
 
 
 def load_recipients(config: EncryptionConfig, key: str, problems: list[str]) -> tuple[Certificate, ...]:
@@ -290,16 +342,18 @@ def load_recipients(config: EncryptionConfig, key: str, problems: list[str]) -> 
 def parse_config(raw: dict[str, Any]) -> Config:
     """Validate a parsed TOML document; raise ConfigError listing every problem."""
     reader = _Reader()
-    reader.unknown_keys("", raw, {"node", "destinations", "deidentify", "spool", "logging", "metrics"})
+    reader.unknown_keys("", raw, {"node", "destinations", "deidentify", "spool", "logging", "metrics", "profiles"})
     node = _parse_node(reader, reader.table("node", raw.get("node", {})))
     destinations = _parse_destinations(reader, raw.get("destinations"))
-    deidentify = _parse_deidentify(reader, reader.table("deidentify", raw.get("deidentify", {})))
+    deidentify_raw = reader.table("deidentify", raw.get("deidentify", {}))
+    deidentify = _parse_deidentify(reader, deidentify_raw)
     spool = _parse_spool(reader, reader.table("spool", raw.get("spool", {})))
     logging_ = _parse_logging(reader, reader.table("logging", raw.get("logging", {})))
     metrics = _parse_metrics(reader, reader.table("metrics", raw["metrics"])) if "metrics" in raw else MetricsConfig()
+    profiles = _parse_profiles(reader, raw.get("profiles"), deidentify_raw, deidentify, destinations)
     if reader.problems:
         raise ConfigError(reader.problems)
-    return Config(node, destinations, deidentify, spool, logging_, metrics=metrics)
+    return Config(node, destinations, deidentify, spool, logging_, metrics=metrics, profiles=profiles)
 
 
 class _Reader:
@@ -569,7 +623,7 @@ def _parse_deidentify(r: _Reader, t: dict[str, Any], key: str = "deidentify") ->
         t,
         {
             "secret_key_file", "options", "overrides_file", "unlisted_attributes", "pixels", "encryption", "text",
-            "vocabulary_file",
+            "vocabulary_file", *_PER_FLOW_KEYS,
         },
     )
     names = r.strings(f"{key}.options", t, "options", ())
@@ -599,6 +653,8 @@ def _parse_deidentify(r: _Reader, t: dict[str, Any], key: str = "deidentify") ->
         vocabulary_file=_existing_file(
             r, f"{key}.vocabulary_file", r.path(f"{key}.vocabulary_file", t, "vocabulary_file", None)
         ),
+        filters=parse_filters(f"{key}.filters", t.get("filters"), t.get("filters_default"), r.problems),
+        subjects=_parse_subjects(r, f"{key}.subjects", t.get("subjects")),
     )
 
 
@@ -615,6 +671,105 @@ def _parse_encryption(r: _Reader, t: dict[str, Any], key: str) -> EncryptionConf
     if any(not path for path in recipients):
         r.fail(f"{key}.recipients", "paths must not be empty")
     return EncryptionConfig(recipients=tuple(Path(path) for path in recipients if path))
+
+
+def _parse_subjects(r: _Reader, key: str, value: Any) -> SubjectsConfig | None:
+    if value is None:
+        return None
+    t = r.table(key, value)
+    r.unknown_keys(f"{key}.", t, {"file", "unmapped"})
+    path = r.path(f"{key}.file", t, "file", None)
+    unmapped = r.choice(f"{key}.unmapped", t, "unmapped", "pseudonym", ("pseudonym", "refuse"))
+    if path is None:
+        if "file" not in t:
+            r.fail(f"{key}.file", "required: the CSV file of subject IDs")
+        return None
+    return SubjectsConfig(file=path, unmapped=unmapped)  # type: ignore[arg-type]
+
+
+_PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+_PROFILE_KEYS = frozenset({"name", "calling_ae_titles", "networks", "destinations"})
+
+
+def _parse_profiles(
+    r: _Reader,
+    value: Any,
+    deidentify_raw: dict[str, Any],
+    deidentify: DeidentifyConfig,
+    destinations: tuple[DestinationConfig, ...],
+) -> tuple[ProfileConfig, ...]:
+    """`[[profiles]]`, each inheriting the keys of [deidentify] it does not set itself."""
+    if value is None:
+        everything = tuple(d.name for d in destinations)
+        return (ProfileConfig(DEFAULT_PROFILE, (), (), everything, deidentify, implicit=True),)
+    if not isinstance(value, list) or not value:
+        r.fail("profiles", "must be a non-empty array of tables ([[profiles]])")
+        return ()
+    for name in sorted(_PER_FLOW_KEYS & set(deidentify_raw)):
+        r.fail(f"deidentify.{name}", "with [[profiles]], set it in each profile that needs it")
+    inherited = {k: v for k, v in deidentify_raw.items() if k not in _PER_FLOW_KEYS | _NODE_WIDE_KEYS}
+    known_destinations = {d.name for d in destinations}
+    profiles: list[ProfileConfig] = []
+    for i, entry in enumerate(value):
+        profile = _parse_profile(r, f"profiles[{i}]", r.table(f"profiles[{i}]", entry), inherited, known_destinations)
+        if profile.name in {p.name for p in profiles}:
+            r.fail(f"profiles[{i}].name", f"duplicate profile name {profile.name!r}")
+        profiles.append(dataclasses.replace(profile, deidentify=dataclasses.replace(
+            profile.deidentify, secret_key_file=deidentify.secret_key_file
+        )))
+    return tuple(profiles)
+
+
+def _parse_profile(
+    r: _Reader, key: str, t: dict[str, Any], inherited: dict[str, Any], known_destinations: set[str]
+) -> ProfileConfig:
+    for name in sorted(_NODE_WIDE_KEYS & set(t)):
+        r.fail(
+            f"{key}.{name}",
+            "node-wide (a patient gets the same pseudonyms in every profile): set it in [deidentify]",
+        )
+    name = r.string(f"{key}.name", t, "name", "")
+    if not _PROFILE_NAME.match(name):
+        r.fail(f"{key}.name", "required, 1-32 characters: letters, digits, '_', '.', '-'")
+    callers = tuple(c.strip() for c in r.strings(f"{key}.calling_ae_titles", t, "calling_ae_titles", ()))
+    for j, caller in enumerate(callers):
+        if not _AE_TITLE.match(caller or "x" * 17):
+            r.fail(f"{key}.calling_ae_titles[{j}]", "must be 1-16 characters, no backslash")
+    networks = _networks(r, f"{key}.networks", t)
+    if name == DEFAULT_PROFILE and (callers or networks):
+        r.fail(key, "the default profile takes every caller no other profile matches: no calling_ae_titles or networks")
+    elif name != DEFAULT_PROFILE and not (callers or networks):
+        r.fail(key, 'calling_ae_titles or networks required (or name the profile "default")')
+    targets = r.strings(f"{key}.destinations", t, "destinations", ())
+    if not targets:
+        r.fail(f"{key}.destinations", "required: the names of one or more [[destinations]]")
+    for j, target in enumerate(targets):
+        if target not in known_destinations:
+            r.fail(f"{key}.destinations[{j}]", f"no [[destinations]] named {target!r}")
+    own = {k: v for k, v in t.items() if k not in _PROFILE_KEYS | _NODE_WIDE_KEYS}
+    settings = _parse_deidentify(r, _inherit(inherited, own), key)
+    return ProfileConfig(name, callers, networks, tuple(dict.fromkeys(targets)), settings)
+
+
+def _inherit(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """`own` on top of `base`, key by key; tables (e.g. pixels) are merged one level deep."""
+    merged = dict(base)
+    for name, value in own.items():
+        if isinstance(value, dict) and isinstance(base.get(name), dict):
+            merged[name] = {**base[name], **value}
+        else:
+            merged[name] = value
+    return merged
+
+
+def _networks(r: _Reader, key: str, t: dict[str, Any]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    result = []
+    for j, text in enumerate(r.strings(key, t, "networks", ())):
+        try:
+            result.append(ipaddress.ip_network(text.strip()))
+        except ValueError:
+            r.fail(f"{key}[{j}]", 'must be an address or network such as "10.1.0.0/16" (no host bits set)')
+    return tuple(result)
 
 
 def _parse_pixels(r: _Reader, t: dict[str, Any], key: str = "deidentify.pixels") -> PixelConfig:

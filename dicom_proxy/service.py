@@ -24,9 +24,9 @@ from pydicom import config as pydicom_config
 from dicom_proxy import audit, preflight, sdnotify, tls, workers
 from dicom_proxy.admission import AdmittingServer
 from dicom_proxy.config import Config, ConfigError, load_config
-from dicom_proxy.deidentify import Engine
 from dicom_proxy.deidentify.engine import EngineObserver
 from dicom_proxy.forward import WorkSignal, run_forwarders
+from dicom_proxy.profiles import Profiles
 from dicom_proxy.receive import StorePipeline, start_servers
 from dicom_proxy.spool import Spool
 
@@ -61,12 +61,12 @@ def configure_logging(level: str) -> None:
     warnings.simplefilter("ignore")
 
 
-def build_engine(
+def build_profiles(
     config: Config, node_key: preflight.NodeKey | None = None, observer: EngineObserver | None = None
-) -> Engine:
-    """An engine for `config` with `node_key`, or with the configured key (read, never created);
-    `observer` gets stage timings and mask sources (the metrics)."""
-    return Engine(config.deidentify, (node_key or preflight.read_key(config)).key, observer)
+) -> Profiles:
+    """One Engine per profile, all with the node's one key (promise 3): `node_key`, or the
+    configured key (read, never created); `observer` gets stage timings and mask sources."""
+    return Profiles(config, (node_key or preflight.read_key(config)).key, observer)
 
 
 class Observability:
@@ -133,7 +133,7 @@ class Node:
         self.spool = Spool(config.spool, names, on_store=self.work_signal.notify)
         self.observability = Observability(names) if config.metrics.enabled else None
         self.audit_messages = _audit_message_sink(config)
-        self.pipeline = StorePipeline(build_engine(config, self.node_key, self._observer), self.spool)
+        self.pipeline = StorePipeline(build_profiles(config, self.node_key, self._observer), self.spool)
         self.forward_process: BaseProcess | None = None
         # The listening sockets: node.port first, then [node.tls].port when it has one.
         self.servers: list[AdmittingServer] = []
@@ -178,7 +178,7 @@ class Node:
             raise ConfigError([p for p in problems if p is not None])
         # Fork before any thread exists in this process.
         self.start_forwarders()
-        self.pipeline.engine = workers.with_workers(self.pipeline.engine, self.worker_processes)
+        self.pipeline.profiles = self.pipeline.profiles.with_workers(self.worker_processes)
         try:
             self.servers = start_servers(self.config.node, self.pipeline, self.tls_contexts.server)
         except OSError as exc:  # lost a race for the port since the probe
@@ -249,7 +249,9 @@ class Node:
             self.start_forwarders()
 
     def reload(self) -> None:
-        """Re-read the configuration and swap in a new engine; keep the old one on any error."""
+        """Re-read the configuration (policy, rules, subject tables) and swap in new profiles
+        with new engines; keep the current ones on any error. An object in progress finishes
+        with the profile it started with."""
         if self.config.source is None:
             return
         try:
@@ -261,7 +263,12 @@ class Node:
                     [(f"{preflight.KEY_PATH}: the key changed (fingerprint {node_key.fingerprint}, running with "
                      f"{self.node_key.fingerprint}); restart the node to use another key")]
                 )
-            engine = build_engine(config, node_key, self._observer)
+            running = {d.name for d in self.config.destinations}
+            for i, profile in enumerate(config.profiles):
+                missing = sorted(set(profile.destinations) - running)
+                if missing:
+                    raise ConfigError([f"profiles[{i}].destinations: {', '.join(missing)} not running; restart to add"])
+            profiles = build_profiles(config, node_key, self._observer)
         except ConfigError as exc:
             for problem in exc.problems:
                 audit.emit(audit.ReloadRejected(reason=f"reload rejected, keeping the current policy: {problem}"))
@@ -276,11 +283,11 @@ class Node:
             self.config.metrics,
         ):
             log.warning("reload: [node], [[destinations]], [spool] and [metrics] changes take effect on restart")
-        previous, self.pipeline.engine = self.pipeline.engine, workers.with_workers(engine, self.worker_processes)
-        workers.close(previous)  # after its objects in progress
+        previous, self.pipeline.profiles = self.pipeline.profiles, profiles.with_workers(self.worker_processes)
+        previous.close()  # after its objects in progress
         self.reload_certificates(config)
-        log.info("reload: policy and pixel rules reloaded")
-        audit.emit(audit.ConfigReloaded(key_fingerprint=engine.key_fingerprint))
+        log.info("reload: profiles, subject tables, policy and pixel rules reloaded")
+        audit.emit(audit.ConfigReloaded(key_fingerprint=node_key.fingerprint))
 
     def reload_certificates(self, config: Config) -> None:
         """Re-read the TLS certificates and keys (same configured paths; load_config checked
@@ -312,7 +319,9 @@ class Node:
             for assoc in associations:
                 if assoc.is_alive():
                     assoc.abort()
-        workers.close(self.pipeline.engine)
+        self.pipeline.profiles.close()
+        for (profile, outcome), count in sorted(self.pipeline.counts.items()):
+            log.info("profile %s: %d %s", profile, count, outcome)
         dimse_timeout = max((d.dimse_timeout for d in self.config.destinations if d.type == "dicom"), default=0.0)
         self.stop_forwarders(drain_seconds + dimse_timeout)
         if self.observability is not None:

@@ -23,7 +23,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,8 +159,12 @@ class Spool:
         if shutil.disk_usage(self.root).free - incoming_bytes < self.config.min_free_bytes:
             raise SpoolFull("free disk space below spool.min_free_bytes")
 
-    def store(self, obj: DeidentifiedObject) -> list[SpoolEntry]:
-        """Durably enqueue `obj` for every destination; return when it is safe to say Success."""
+    def store(self, obj: DeidentifiedObject, destinations: Sequence[str] | None = None) -> list[SpoolEntry]:
+        """Durably enqueue `obj` for `destinations` (default: every destination of the spool);
+        return when it is safe to say Success."""
+        targets = self.destinations if destinations is None else [d for d in self.destinations if d in destinations]
+        if destinations is not None and len(targets) != len(set(destinations)):
+            raise ValueError("store: unknown destination")
         size = obj.size
         self.check_capacity(size)
         # Time first (FIFO order), then process and sequence: unique across receiver processes.
@@ -177,11 +181,11 @@ class Spool:
             os.close(fd)
         entries = []
         try:
-            for destination in self.destinations:
+            for destination in targets:
                 target = self.queue_dir(destination) / name
                 os.link(temporary, target)
                 entries.append(SpoolEntry(destination, target, size))
-            for destination in self.destinations:
+            for destination in targets:
                 _fsync_dir(self.queue_dir(destination))
         except BaseException:
             for entry in entries:

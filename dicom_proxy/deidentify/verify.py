@@ -77,7 +77,7 @@ class _Checker:
         self.matcher = context.matcher
         token = pseudonyms.patient_id(context.key, context.patient)
         self.pseudonyms = {0x00100020: token, 0x00100010: pseudonyms.patient_name(token)}
-        self.record = expected_strings(context.policy)
+        self.record = expected_strings(context.policy, context.profile)
 
     def walk(self, dataset: Dataset, prefix: str, top: bool = False) -> None:
         encodings = convert_encodings(dataset._character_set)

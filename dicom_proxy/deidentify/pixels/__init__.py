@@ -21,6 +21,7 @@ from enum import Enum
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from dicom_proxy.conditions import header_values
 from dicom_proxy.config import PixelConfig
 from dicom_proxy.deidentify.pixels.base import MaskPlan, PixelError
 from dicom_proxy.deidentify.pixels.registry import codec_for
@@ -161,20 +162,8 @@ class PixelCleaner:
 
 
 def _header(dataset: Dataset) -> dict[MatchField, str | None]:
-    """Original header values as strings: multi-valued joined with '\\' (PS3.5 6.4)."""
-    header: dict[MatchField, str | None] = {}
-    for field in MatchField:
-        if field.value not in dataset:
-            header[field] = None
-            continue
-        value = dataset.data_element(field.value).value  # type: ignore[union-attr]
-        if value is None:
-            header[field] = ""
-        elif isinstance(value, (str, int, float)):
-            header[field] = str(value).strip()
-        else:
-            header[field] = "\\".join(str(v).strip() for v in value)
-    return header
+    """Original header values for the rules' conditions (shared with profile filters)."""
+    return header_values(dataset)
 
 
 def _remove_icon_and_overlays(dataset: Dataset) -> None:
