@@ -220,7 +220,7 @@ class Node:
         for server in self.servers:
             server.shutdown()
         self.servers = []
-        workers.close(self.pipeline.engine)
+        self.pipeline.profiles.close()
         self.stop_forwarders(0.0)
         if self.observability is not None:
             self.observability.stop()
