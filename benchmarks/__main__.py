@@ -25,6 +25,7 @@ from benchmarks.large import LargeResult, large_object
 from benchmarks.network import Options, Run, Spec, describe, run_spec
 from benchmarks.profile import summarize_profile
 from benchmarks.reception import ReceptionResult, reception_only
+from benchmarks.tls import TLSResult, tls_both_sides
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PATHS = "direct,orthanc,proxy,proxy+detect,proxy+detect@4,proxy+tls,haproxy+detect@4"
@@ -187,6 +188,17 @@ def detection_rows(table: Table) -> None:
     )
 
 
+def tls_rows(table: Table, result: TLSResult) -> None:
+    """DICOM TLS on both sides vs clear text, side by side (issue 11: TLS should cost < 20%)."""
+    table.add(
+        f"TLS both sides (mutual), 1 sender, {result.count} objects",
+        f"{result.tls_per_s:.1f} img/s (clear: {result.clear_per_s:.1f} img/s)",
+        f"{result.ratio:.2f}x clear",
+        ">= 0.8x clear",
+        result.ratio >= 0.8,
+    )
+
+
 def large_rows(table: Table, result: LargeResult) -> None:
     table.add(
         f"1 object of {result.size_mib:.0f} MiB, receiving process peak RSS",
@@ -221,6 +233,7 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=2, help="nodes behind HAProxy (default 2)")
     parser.add_argument("--no-engine", action="store_true", help="skip the engine-in-process rows")
     parser.add_argument("--no-reception", action="store_true", help="skip the reception-only rows")
+    parser.add_argument("--tls-count", type=int, default=100, help="objects for the TLS-both-sides row (0: skip)")
     parser.add_argument("--engine-only", action="store_true", help="only the engine in process")
     parser.add_argument("--pixels", action="store_true", help="also the pixel stage per transfer syntax")
     parser.add_argument("--large", action="store_true", help="also one 1 GiB multi-frame object")
@@ -260,6 +273,9 @@ def main() -> int:
             print()
             print_runs(runs, total_bytes / len(files))
             network_rows(table, runs)
+            if args.tls_count:
+                print("bench: TLS both sides vs clear ...", file=sys.stderr, flush=True)
+                tls_rows(table, tls_both_sides(work_root, sorted(files)[: args.tls_count]))
         if paths and not args.no_reception:
             print("bench: reception only ...", file=sys.stderr, flush=True)
             reception_rows(table, reception_only(files[:100]))

@@ -48,9 +48,11 @@ class EventKind(enum.StrEnum):
     RELOAD_REJECTED = "reload_rejected"
     ASSOCIATION_ACCEPTED = "association_accepted"
     ASSOCIATION_REJECTED = "association_rejected"
+    CONNECTION_REJECTED = "connection_rejected"
     ASSOCIATION_ENDED = "association_ended"
     OBJECT_STORED = "stored"
     OBJECT_REFUSED = "refused"
+    OBJECT_DROPPED = "dropped"
     OBJECT_FORWARDED = "forwarded"
     DELIVERY_DEFERRED = "delivery_deferred"
     OBJECT_QUARANTINED = "quarantined"
@@ -182,6 +184,19 @@ class AssociationRejected(AuditEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ConnectionRejected(AuditEvent):
+    """A connection closed before any DICOM was read: its address is not in
+    node.allowed_networks, or its TLS handshake failed (PS3.15 B.9), with why."""
+
+    kind = EventKind.CONNECTION_REJECTED
+    level = logging.WARNING
+    peer: str
+    port: int  # the node's port it reached
+    tls: bool
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class AssociationEnded(AuditEvent):
     """The per-association summary: what was received and what was refused, by status."""
 
@@ -215,6 +230,7 @@ class ObjectStored(AuditEvent):
     calling_ae_title: str = ""
     association: int = 0
     received_bytes: int = 0  # the data set as received (before de-identification)
+    profile: str = ""  # the profile that de-identified it (empty: no [[profiles]] declared)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -234,12 +250,34 @@ class ObjectRefused(AuditEvent):
     calling_ae_title: str = ""
     association: int = 0
     received_bytes: int = 0  # the data set as received, when it could be read
+    profile: str = ""
 
     @classmethod
     def of(cls, status: int, reason: str, identity: ObjectIdentity | None, **context: object) -> ObjectRefused:
         """A refusal carrying whatever pseudonymous identity is known."""
         known = dataclasses.asdict(identity) if identity is not None else {}
         return cls(status=status, reason=reason, **known, **context)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectDropped(AuditEvent):
+    """A filter of the caller's profile dropped the object: Success was sent, nothing stored."""
+
+    kind = EventKind.OBJECT_DROPPED
+    profile: str
+    filter: str  # the filter's name (site-authored) or "filters_default"
+    sop_instance_uid: str = ""
+    series_instance_uid: str = ""
+    study_instance_uid: str = ""
+    patient_id: str = ""
+    accession: str = ""
+    calling_ae_title: str = ""
+    association: int = 0
+
+    @classmethod
+    def of(cls, profile: str, filter_name: str, identity: ObjectIdentity | None, **context: object) -> ObjectDropped:
+        known = dataclasses.asdict(identity) if identity is not None else {}
+        return cls(profile=profile, filter=filter_name, **known, **context)  # type: ignore[arg-type]
 
 
 # -- delivery --------------------------------------------------------------------------------
@@ -251,6 +289,7 @@ class ObjectForwarded(AuditEvent):
     sop_instance_uid: str = ""
     study_instance_uid: str = ""
     status: int = 0
+    transfer_syntax_uid: str = ""  # what it went out as (its own, or a conversion)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -276,6 +315,7 @@ class ObjectQuarantined(AuditEvent):
     destination: str
     entry: str
     reason: str
+    outcome: str = ""  # "refused by destination" or "cannot convert" (forward.Delivery)
     status: int | None = None
     sop_instance_uid: str = ""
     study_instance_uid: str = ""

@@ -12,11 +12,15 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dicom_proxy import __version__
 from dicom_proxy.config import Config, ConfigError, load_config
-from dicom_proxy.models import DeidentifiedObject, Refused
+from dicom_proxy.models import DeidentifiedObject, Dropped, Refused
 from dicom_proxy.secret import SecretKeyError
+
+if TYPE_CHECKING:
+    from dicom_proxy.profiles import Profiles
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -39,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     deid.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files or folders (recursive)")
     with_config("check-config", "validate the configuration, policy and pixel rules, then exit")
     with_config("init", "create the secret key (the one explicit place besides serve's first start) and the spool")
-    with_config("show-policy", "print the compiled de-identification policy")
+    show = with_config("show-policy", "print the compiled de-identification policy")
+    for sub in (deid, show):
+        sub.add_argument("--profile", metavar="NAME", help="the profile to use (default: the only or the default one)")
     preview = with_config("preview", "draw what the pixel stage would mask, and why an object would be refused")
     preview.add_argument("input", nargs="?", type=Path, metavar="INPUT", help="one DICOM file")
     preview.add_argument("--all", type=Path, metavar="DIR", help="a contact sheet of every file in DIR instead")
@@ -61,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     pseudonym.add_argument("--sop-uid", default="", metavar="UID", help="original SOP Instance UID")
     pseudonym.add_argument("--patient-id", default=None, metavar="ID", help="original Patient ID")
     pseudonym.add_argument("--issuer", default="", metavar="ISSUER", help="original Issuer of Patient ID")
+    pseudonym.add_argument("--patient-name", default="", metavar="PN", help="without --patient-id: original Patient's Name")
+    pseudonym.add_argument("--birth-date", default="", metavar="YYYYMMDD", help="with --patient-name: Patient's Birth Date")
+    pseudonym.add_argument("--sex", default="", metavar="M|F|O", help="with --patient-name: Patient's Sex")
     pseudonym.add_argument("--accession", default="", metavar="NUMBER", help="original Accession Number")
     pseudonym.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
     spool = with_config("spool", "inspect and act on spool queues and quarantine")
@@ -118,10 +127,11 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     return serve(config)
 
 
-def _engine(config: Config):  # type: ignore[no-untyped-def]
-    from dicom_proxy.service import build_engine
+def _engine(config: Config, profile: str | None = None):  # type: ignore[no-untyped-def]
+    """The engine of the profile named `profile` (default: the only or the default profile)."""
+    from dicom_proxy.service import build_profiles
 
-    return build_engine(config)
+    return build_profiles(config).named(profile).engine
 
 
 def _check_config(config: Config, args: argparse.Namespace) -> int:
@@ -143,16 +153,17 @@ def _check_config(config: Config, args: argparse.Namespace) -> int:
             problems += exc.problems
     if problems:
         raise ConfigError(problems)
-    _engine_check(config)
-    print(f"{args.config}: OK ({len(config.destinations)} destination(s)){note}")
+    profiles = _key_free_profiles(config).profiles
+    print(f"{args.config}: OK ({len(config.destinations)} destination(s), {len(profiles)} profile(s)){note}")
     return EXIT_OK
 
 
-def _engine_check(config: Config) -> None:
-    """Build an engine (policy and pixel rules) with a throw-away key: checks, never derives."""
-    from dicom_proxy.deidentify import Engine
+def _key_free_profiles(config: Config) -> Profiles:
+    """Every profile's engine (policy, pixel rules, subject tables) with a throw-away key:
+    for checks and for printing policies, which do not depend on the key; never derives."""
+    from dicom_proxy.profiles import Profiles
 
-    Engine(config.deidentify, bytes(32))
+    return Profiles(config, bytes(32))
 
 
 def _init(config: Config, args: argparse.Namespace) -> int:
@@ -180,11 +191,12 @@ def _init(config: Config, args: argparse.Namespace) -> int:
 
 
 def _show_policy(config: Config, args: argparse.Namespace) -> int:
-    from dicom_proxy.deidentify import Engine
     from dicom_proxy.policy import format_policy
 
     # The policy does not depend on the key: no key is read (or created) to print it.
-    print(format_policy(Engine(config.deidentify, bytes(32)).policy))
+    engine = _key_free_profiles(config).named(args.profile).engine
+    header = f"# profile: {engine.profile}\n" if engine.profile else ""
+    print(header + format_policy(engine.policy), end="" if header else "\n")
     return EXIT_OK
 
 
@@ -214,8 +226,8 @@ def _deidentify(config: Config, args: argparse.Namespace) -> int:
         # Input names can carry names and MRNs: refer to inputs by position only.
         print(f"error: input argument(s) {', '.join(map(str, missing))} do not exist", file=sys.stderr)
         return EXIT_USAGE
-    engine = _engine(config)
-    written = refused = duplicates = conflicts = 0
+    engine = _engine(config, args.profile)
+    written = refused = duplicates = conflicts = dropped = 0
     # Output path -> (input number, content digest): two inputs can be one SOP Instance.
     seen: dict[Path, tuple[int, str]] = {}
     for number, path in enumerate(_iter_inputs(args.inputs), 1):
@@ -226,6 +238,10 @@ def _deidentify(config: Config, args: argparse.Namespace) -> int:
             if first is None:
                 replaced = (args.output / result.relative_path).exists()
                 _write_output(args.output, result)
+        except Dropped as exc:
+            dropped += 1
+            print(f"dropped: input file #{number}: filter {exc.filter_name!r}", file=sys.stderr)
+            continue
         except Refused as exc:
             refused += 1
             print(f"refused: input file #{number}: {exc.reason} (status 0x{int(exc.status):04X})", file=sys.stderr)
@@ -242,6 +258,7 @@ def _deidentify(config: Config, args: argparse.Namespace) -> int:
         written += 1
         print(f"written: {result.relative_path}{' (replaced a file from an earlier run)' if replaced else ''}")
     print(f"summary: {written} written, {refused} refused, {duplicates} duplicates not written again, "
+          f"{dropped} dropped by filters, "
           f"output in {args.output}")
     return EXIT_REFUSED if refused or conflicts else EXIT_OK
 
@@ -348,7 +365,11 @@ def _pseudonym(config: Config, args: argparse.Namespace) -> int:
     from dicom_proxy import preflight, trace
     from dicom_proxy.policy.options import Option
 
-    if not (args.study_uid or args.series_uid or args.sop_uid or args.patient_id is not None or args.accession):
+    patient = None
+    if args.patient_id is None and args.patient_name:
+        patient = _patient_without_id(args)
+    if not (args.study_uid or args.series_uid or args.sop_uid or args.patient_id is not None or args.accession
+            or patient is not None):
         print("error: give at least one of --study-uid, --series-uid, --sop-uid, --patient-id, --accession",
               file=sys.stderr)
         return EXIT_USAGE
@@ -361,11 +382,27 @@ def _pseudonym(config: Config, args: argparse.Namespace) -> int:
         sop_instance_uid=args.sop_uid,
         accession=args.accession,
         retain_uids=Option.RETAIN_UIDS in config.deidentify.options,
+        patient=patient,
     )
     # The originals are never printed back: only what the key derives from them.
     for line in trace.describe(identity, config.logging.audit_file, args.json):
         print(line)
     return EXIT_OK
+
+
+def _patient_without_id(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The engine's identity of a patient without an ID (name, birth date, sex): built by the
+    engine's own `PatientIdentity.of`, so the name is folded exactly as it is there."""
+    from pydicom.dataset import Dataset
+
+    from dicom_proxy.deidentify.pseudonyms import PatientIdentity
+
+    dataset = Dataset()
+    dataset.PatientName = args.patient_name
+    dataset.PatientBirthDate = args.birth_date
+    dataset.PatientSex = args.sex
+    dataset.IssuerOfPatientID = args.issuer
+    return PatientIdentity.of(dataset)
 
 
 _COMMANDS = {

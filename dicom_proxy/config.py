@@ -13,10 +13,13 @@ import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from dicom_proxy.filters import FilterSet, parse_filters
 from dicom_proxy.policy.options import Option
+from dicom_proxy.subjects import SubjectsConfig
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
@@ -40,6 +43,28 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class NodeTLSConfig:
+    """`[node.tls]`: DICOM TLS on the listening side (PS3.15 B.9); tls.py builds the context."""
+
+    certificate: Path
+    private_key: Path
+    ca_bundle: Path | None = None  # set: mutual TLS, client certificates required and verified
+    port: int | None = None  # None: TLS only, on node.port; set: TLS here and clear text on node.port
+    minimum_version: Literal["1.2", "1.3"] = "1.2"
+
+
+@dataclass(frozen=True)
+class DestinationTLSConfig:
+    """`[destinations.tls]`: DICOM TLS towards one destination."""
+
+    ca_bundle: Path | None = None  # None: the system's trust store
+    certificate: Path | None = None  # our client certificate, for destinations that require one
+    private_key: Path | None = None
+    server_name: str = ""  # the name its certificate must carry; empty: `host`
+    minimum_version: Literal["1.2", "1.3"] = "1.2"
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     ae_title: str = "DEID_PROXY"
     bind: str = "0.0.0.0"
@@ -52,6 +77,9 @@ class NodeConfig:
     maximum_pdu_size: int = 0  # 0: no limit (PS3.8 D.1); what we advertise to senders
     max_object_bytes: int = 4 * 1024**3  # larger data sets abort the association (bounded memory)
     worker_processes: int | None = None  # de-identification processes; None: one per core
+    tls: NodeTLSConfig | None = None
+    # Admission by peer address (CIDR); empty: any address. AE titles are checked as well.
+    allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +97,7 @@ class DicomDestination:
     dimse_timeout: float = 60.0
     network_timeout: float = 60.0
     maximum_pdu_size: int = 0
+    tls: DestinationTLSConfig | None = None
     type: Literal["dicom"] = "dicom"
 
 
@@ -145,6 +174,40 @@ class DeidentifyConfig:
     text: Literal["clean", "allowlist"] = "clean"
     # Extra descriptor words for "allowlist" (the site's languages), one or more per line.
     vocabulary_file: Path | None = None
+    # Which received objects are de-identified at all (dicom_proxy/filters.py).
+    filters: FilterSet = field(default_factory=FilterSet)
+    # Subject IDs from the study team's table instead of keyed pseudonyms (dicom_proxy/subjects.py).
+    subjects: SubjectsConfig | None = None
+
+
+# Keys of [deidentify] that a profile cannot inherit: the key is node-wide (promise 3), and
+# filters and the subject table belong to one flow.
+_NODE_WIDE_KEYS = frozenset({"secret_key_file"})
+_PER_FLOW_KEYS = frozenset({"filters", "filters_default", "subjects"})
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """`[[profiles]]`: one flow. Callers it applies to, its de-identification and destinations.
+
+    Without `[[profiles]]` the configuration has one implicit profile, "default", built from
+    `[deidentify]`, matching every caller and sending to every destination.
+    """
+
+    name: str
+    calling_ae_titles: tuple[str, ...]
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    destinations: tuple[str, ...]
+    deidentify: DeidentifyConfig
+    implicit: bool = False
+
+    @property
+    def is_default(self) -> bool:
+        """The fallback for callers that no other profile matches."""
+        return self.name == DEFAULT_PROFILE
+
+
+DEFAULT_PROFILE = "default"
 
 
 @dataclass(frozen=True)
@@ -192,6 +255,8 @@ class Config:
     logging: LoggingConfig
     source: Path | None = None
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    # Never empty after parse_config: the declared [[profiles]] or the implicit "default".
+    profiles: tuple[ProfileConfig, ...] = ()
 
 
 def read_toml(path: Path, label: str | None = None) -> dict[str, Any]:
@@ -210,12 +275,27 @@ def read_toml(path: Path, label: str | None = None) -> dict[str, Any]:
 def load_config(path: Path) -> Config:
     """Read and validate a TOML configuration file and the files it names (overrides, pixel
     rules); raise ConfigError listing every problem."""
+    from dicom_proxy import tls
+
     config = parse_config(read_toml(path))
     problems: list[str] = []
     deidentify = load_deidentify_files(config.deidentify, "deidentify", problems)
+    try:
+        tls.build(config)  # certificates readable, valid now, matching their keys
+    except tls.TLSConfigError as exc:
+        problems.extend(exc.problems)
+    profiles = tuple(
+        dataclasses.replace(
+            profile,
+            deidentify=deidentify if profile.implicit else load_deidentify_files(
+                profile.deidentify, f"profiles[{i}]", problems
+            ),
+        )
+        for i, profile in enumerate(config.profiles)
+    )
     if problems:
         raise ConfigError(problems)
-    return dataclasses.replace(config, deidentify=deidentify, source=path)
+    return dataclasses.replace(config, deidentify=deidentify, profiles=profiles, source=path)
 
 
 def load_deidentify_files(config: DeidentifyConfig, key: str, problems: list[str]) -> DeidentifyConfig:
@@ -245,7 +325,12 @@ def load_deidentify_files(config: DeidentifyConfig, key: str, problems: list[str
     encryption = dataclasses.replace(
         config.encryption, certificates=load_recipients(config.encryption, f"{key}.encryption", problems)
     )
-    return dataclasses.replace(config, policy=policy, pixels=pixels, encryption=encryption)
+    subjects = config.subjects
+    if subjects is not None:
+        from dicom_proxy.subjects import load_subjects
+
+        subjects = dataclasses.replace(subjects, table=load_subjects(subjects.file, f"{key}.subjects.file", problems))
+    return dataclasses.replace(config, policy=policy, pixels=pixels, encryption=encryption, subjects=subjects)
 
 
 def load_recipients(config: EncryptionConfig, key: str, problems: list[str]) -> tuple[Certificate, ...]:
@@ -264,16 +349,18 @@ def load_recipients(config: EncryptionConfig, key: str, problems: list[str]) -> 
 def parse_config(raw: dict[str, Any]) -> Config:
     """Validate a parsed TOML document; raise ConfigError listing every problem."""
     reader = _Reader()
-    reader.unknown_keys("", raw, {"node", "destinations", "deidentify", "spool", "logging", "metrics"})
+    reader.unknown_keys("", raw, {"node", "destinations", "deidentify", "spool", "logging", "metrics", "profiles"})
     node = _parse_node(reader, reader.table("node", raw.get("node", {})))
     destinations = _parse_destinations(reader, raw.get("destinations"))
-    deidentify = _parse_deidentify(reader, reader.table("deidentify", raw.get("deidentify", {})))
+    deidentify_raw = reader.table("deidentify", raw.get("deidentify", {}))
+    deidentify = _parse_deidentify(reader, deidentify_raw)
     spool = _parse_spool(reader, reader.table("spool", raw.get("spool", {})))
     logging_ = _parse_logging(reader, reader.table("logging", raw.get("logging", {})))
     metrics = _parse_metrics(reader, reader.table("metrics", raw["metrics"])) if "metrics" in raw else MetricsConfig()
+    profiles = _parse_profiles(reader, raw.get("profiles"), deidentify_raw, deidentify, destinations)
     if reader.problems:
         raise ConfigError(reader.problems)
-    return Config(node, destinations, deidentify, spool, logging_, metrics=metrics)
+    return Config(node, destinations, deidentify, spool, logging_, metrics=metrics, profiles=profiles)
 
 
 class _Reader:
@@ -382,7 +469,7 @@ def _parse_node(r: _Reader, t: dict[str, Any]) -> NodeConfig:
         t,
         {
             "ae_title", "bind", "port", "allowed_calling_ae_titles", "max_associations", "maximum_pdu_size",
-            "max_object_bytes", "worker_processes", *_TIMEOUT_KEYS,
+            "max_object_bytes", "worker_processes", "tls", "allowed_networks", *_TIMEOUT_KEYS,
         },
     )
     ae_title = r.ae_title("node.ae_title", t, "ae_title", d.ae_title)
@@ -406,6 +493,8 @@ def _parse_node(r: _Reader, t: dict[str, Any]) -> NodeConfig:
         worker_processes=(
             r.integer("node.worker_processes", t, "worker_processes", 0, 0, 256) if "worker_processes" in t else None
         ),
+        tls=_parse_node_tls(r, r.table("node.tls", t["tls"])) if "tls" in t else None,
+        allowed_networks=_parse_networks(r, "node.allowed_networks", t),
     )
 
 
@@ -440,7 +529,9 @@ def _parse_destination(r: _Reader, key: str, t: dict[str, Any]) -> DestinationCo
         r.unknown_keys(f"{key}.", t, common | {"path"})
     else:
         r.unknown_keys(
-            f"{key}.", t, common | {"ae_title", "host", "port", "calling_ae_title", "maximum_pdu_size", *_TIMEOUT_KEYS}
+            f"{key}.",
+            t,
+            common | {"ae_title", "host", "port", "calling_ae_title", "maximum_pdu_size", "tls", *_TIMEOUT_KEYS},
         )
     name = r.string(f"{key}.name", t, "name", "")
     if not _DESTINATION_NAME.match(name):
@@ -478,7 +569,57 @@ def _parse_destination(r: _Reader, key: str, t: dict[str, Any]) -> DestinationCo
         maximum_pdu_size=r.integer(
             f"{key}.maximum_pdu_size", t, "maximum_pdu_size", d.maximum_pdu_size, 0, 2**32 - 1
         ),
+        tls=_parse_destination_tls(r, f"{key}.tls", r.table(f"{key}.tls", t["tls"])) if "tls" in t else None,
     )
+
+
+def _parse_node_tls(r: _Reader, t: dict[str, Any]) -> NodeTLSConfig | None:
+    """`[node.tls]`; the files are checked when tls.py builds the context (load_config)."""
+    r.unknown_keys("node.tls.", t, {"certificate", "private_key", "ca_bundle", "port", "minimum_version"})
+    certificate = r.path("node.tls.certificate", t, "certificate", None)
+    private_key = r.path("node.tls.private_key", t, "private_key", None)
+    for name, value in (("certificate", certificate), ("private_key", private_key)):
+        if value is None:
+            r.fail(f"node.tls.{name}", "required for TLS")
+    port = r.integer("node.tls.port", t, "port", 0, 0, 65535) if "port" in t else None
+    if certificate is None or private_key is None:
+        return None
+    return NodeTLSConfig(
+        certificate=certificate,
+        private_key=private_key,
+        ca_bundle=r.path("node.tls.ca_bundle", t, "ca_bundle", None),
+        port=port,
+        minimum_version=_tls_version(r, "node.tls.minimum_version", t),
+    )
+
+
+def _parse_destination_tls(r: _Reader, key: str, t: dict[str, Any]) -> DestinationTLSConfig:
+    r.unknown_keys(f"{key}.", t, {"ca_bundle", "certificate", "private_key", "server_name", "minimum_version"})
+    certificate = r.path(f"{key}.certificate", t, "certificate", None)
+    private_key = r.path(f"{key}.private_key", t, "private_key", None)
+    if (certificate is None) != (private_key is None):
+        r.fail(f"{key}.private_key" if private_key is None else f"{key}.certificate", "certificate and private_key go together")
+    return DestinationTLSConfig(
+        ca_bundle=r.path(f"{key}.ca_bundle", t, "ca_bundle", None),
+        certificate=certificate,
+        private_key=private_key,
+        server_name=r.string(f"{key}.server_name", t, "server_name", ""),
+        minimum_version=_tls_version(r, f"{key}.minimum_version", t),
+    )
+
+
+def _tls_version(r: _Reader, key: str, t: dict[str, Any]) -> Literal["1.2", "1.3"]:
+    return "1.3" if r.choice(key, t, "minimum_version", "1.2", ("1.2", "1.3")) == "1.3" else "1.2"
+
+
+def _parse_networks(r: _Reader, key: str, t: dict[str, Any]) -> tuple[IPv4Network | IPv6Network, ...]:
+    networks = []
+    for i, text in enumerate(r.strings(key, t, key.rsplit(".", 1)[-1], ())):
+        try:
+            networks.append(ip_network(text.strip(), strict=False))
+        except ValueError:
+            r.fail(f"{key}[{i}]", "not an IP network in CIDR notation (e.g. 10.1.0.0/16)")
+    return tuple(networks)
 
 
 def _parse_deidentify(r: _Reader, t: dict[str, Any], key: str = "deidentify") -> DeidentifyConfig:
@@ -489,7 +630,7 @@ def _parse_deidentify(r: _Reader, t: dict[str, Any], key: str = "deidentify") ->
         t,
         {
             "secret_key_file", "options", "overrides_file", "unlisted_attributes", "pixels", "encryption", "text",
-            "vocabulary_file",
+            "vocabulary_file", *_PER_FLOW_KEYS,
         },
     )
     names = r.strings(f"{key}.options", t, "options", ())
@@ -519,6 +660,8 @@ def _parse_deidentify(r: _Reader, t: dict[str, Any], key: str = "deidentify") ->
         vocabulary_file=_existing_file(
             r, f"{key}.vocabulary_file", r.path(f"{key}.vocabulary_file", t, "vocabulary_file", None)
         ),
+        filters=parse_filters(f"{key}.filters", t.get("filters"), t.get("filters_default"), r.problems),
+        subjects=_parse_subjects(r, f"{key}.subjects", t.get("subjects")),
     )
 
 
@@ -535,6 +678,105 @@ def _parse_encryption(r: _Reader, t: dict[str, Any], key: str) -> EncryptionConf
     if any(not path for path in recipients):
         r.fail(f"{key}.recipients", "paths must not be empty")
     return EncryptionConfig(recipients=tuple(Path(path) for path in recipients if path))
+
+
+def _parse_subjects(r: _Reader, key: str, value: Any) -> SubjectsConfig | None:
+    if value is None:
+        return None
+    t = r.table(key, value)
+    r.unknown_keys(f"{key}.", t, {"file", "unmapped"})
+    path = r.path(f"{key}.file", t, "file", None)
+    unmapped = r.choice(f"{key}.unmapped", t, "unmapped", "pseudonym", ("pseudonym", "refuse"))
+    if path is None:
+        if "file" not in t:
+            r.fail(f"{key}.file", "required: the CSV file of subject IDs")
+        return None
+    return SubjectsConfig(file=path, unmapped=unmapped)  # type: ignore[arg-type]
+
+
+_PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+_PROFILE_KEYS = frozenset({"name", "calling_ae_titles", "networks", "destinations"})
+
+
+def _parse_profiles(
+    r: _Reader,
+    value: Any,
+    deidentify_raw: dict[str, Any],
+    deidentify: DeidentifyConfig,
+    destinations: tuple[DestinationConfig, ...],
+) -> tuple[ProfileConfig, ...]:
+    """`[[profiles]]`, each inheriting the keys of [deidentify] it does not set itself."""
+    if value is None:
+        everything = tuple(d.name for d in destinations)
+        return (ProfileConfig(DEFAULT_PROFILE, (), (), everything, deidentify, implicit=True),)
+    if not isinstance(value, list) or not value:
+        r.fail("profiles", "must be a non-empty array of tables ([[profiles]])")
+        return ()
+    for name in sorted(_PER_FLOW_KEYS & set(deidentify_raw)):
+        r.fail(f"deidentify.{name}", "with [[profiles]], set it in each profile that needs it")
+    inherited = {k: v for k, v in deidentify_raw.items() if k not in _PER_FLOW_KEYS | _NODE_WIDE_KEYS}
+    known_destinations = {d.name for d in destinations}
+    profiles: list[ProfileConfig] = []
+    for i, entry in enumerate(value):
+        profile = _parse_profile(r, f"profiles[{i}]", r.table(f"profiles[{i}]", entry), inherited, known_destinations)
+        if profile.name in {p.name for p in profiles}:
+            r.fail(f"profiles[{i}].name", f"duplicate profile name {profile.name!r}")
+        profiles.append(dataclasses.replace(profile, deidentify=dataclasses.replace(
+            profile.deidentify, secret_key_file=deidentify.secret_key_file
+        )))
+    return tuple(profiles)
+
+
+def _parse_profile(
+    r: _Reader, key: str, t: dict[str, Any], inherited: dict[str, Any], known_destinations: set[str]
+) -> ProfileConfig:
+    for name in sorted(_NODE_WIDE_KEYS & set(t)):
+        r.fail(
+            f"{key}.{name}",
+            "node-wide (a patient gets the same pseudonyms in every profile): set it in [deidentify]",
+        )
+    name = r.string(f"{key}.name", t, "name", "")
+    if not _PROFILE_NAME.match(name):
+        r.fail(f"{key}.name", "required, 1-32 characters: letters, digits, '_', '.', '-'")
+    callers = tuple(c.strip() for c in r.strings(f"{key}.calling_ae_titles", t, "calling_ae_titles", ()))
+    for j, caller in enumerate(callers):
+        if not _AE_TITLE.match(caller or "x" * 17):
+            r.fail(f"{key}.calling_ae_titles[{j}]", "must be 1-16 characters, no backslash")
+    networks = _networks(r, f"{key}.networks", t)
+    if name == DEFAULT_PROFILE and (callers or networks):
+        r.fail(key, "the default profile takes every caller no other profile matches: no calling_ae_titles or networks")
+    elif name != DEFAULT_PROFILE and not (callers or networks):
+        r.fail(key, 'calling_ae_titles or networks required (or name the profile "default")')
+    targets = r.strings(f"{key}.destinations", t, "destinations", ())
+    if not targets:
+        r.fail(f"{key}.destinations", "required: the names of one or more [[destinations]]")
+    for j, target in enumerate(targets):
+        if target not in known_destinations:
+            r.fail(f"{key}.destinations[{j}]", f"no [[destinations]] named {target!r}")
+    own = {k: v for k, v in t.items() if k not in _PROFILE_KEYS | _NODE_WIDE_KEYS}
+    settings = _parse_deidentify(r, _inherit(inherited, own), key)
+    return ProfileConfig(name, callers, networks, tuple(dict.fromkeys(targets)), settings)
+
+
+def _inherit(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """`own` on top of `base`, key by key; tables (e.g. pixels) are merged one level deep."""
+    merged = dict(base)
+    for name, value in own.items():
+        if isinstance(value, dict) and isinstance(base.get(name), dict):
+            merged[name] = {**base[name], **value}
+        else:
+            merged[name] = value
+    return merged
+
+
+def _networks(r: _Reader, key: str, t: dict[str, Any]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    result = []
+    for j, text in enumerate(r.strings(key, t, "networks", ())):
+        try:
+            result.append(ipaddress.ip_network(text.strip()))
+        except ValueError:
+            r.fail(f"{key}[{j}]", 'must be an address or network such as "10.1.0.0/16" (no host bits set)')
+    return tuple(result)
 
 
 def _parse_pixels(r: _Reader, t: dict[str, Any], key: str = "deidentify.pixels") -> PixelConfig:

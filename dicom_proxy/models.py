@@ -28,6 +28,8 @@ class ReceivedObject:
     # From the C-STORE request; these are original (identifying) UIDs: never log them.
     affected_sop_class_uid: str
     calling_ae_title: str
+    # The sender's IP address (selects the profile together with the calling AE title).
+    peer_address: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,19 @@ class Refused(Exception):
         self.reason = reason
         self.status = status
         # Pseudonyms of the refused object, when its header could be read (for the audit).
+        self.identity: ObjectIdentity | None = None
+
+
+class Dropped(Exception):
+    """A filter of the profile drops the object: the sender gets Success, nothing is stored.
+
+    `filter_name` is site-authored (safe to log); `identity` (set by the engine) holds the
+    pseudonyms the object would have had, for the audit record.
+    """
+
+    def __init__(self, filter_name: str):
+        super().__init__(filter_name)
+        self.filter_name = filter_name
         self.identity: ObjectIdentity | None = None
 
 

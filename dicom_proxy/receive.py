@@ -1,14 +1,17 @@
 """The storage SCP: admission of associations and the C-STORE handler (PS3.4 Annex B).
 
 The handler is as short as storescp's: turn the event into a ReceivedObject, run the pipeline
-(de-identify, spool), map the outcome to a StoreStatus. Anything that goes wrong before the
-object is durably spooled answers a failure status (fail closed).
+(select the caller's profile, de-identify, spool), map the outcome to a StoreStatus. Anything
+that goes wrong before the object is durably spooled answers a failure status (fail closed).
+A caller that matches no profile is rejected when it asks for an association.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
+import ssl
 import threading
 import time
 from collections import Counter
@@ -23,13 +26,14 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_proxy import audit, reception
+from dicom_proxy.admission import AdmittingServer
 from dicom_proxy.config import NodeConfig
 from dicom_proxy.deidentify import Engine
 from dicom_proxy.limits import ReceiveLimits
-from dicom_proxy.models import ObjectIdentity, ReceivedObject, Refused
+from dicom_proxy.models import Dropped, ObjectIdentity, ReceivedObject, Refused
+from dicom_proxy.profiles import Profiles
 from dicom_proxy.spool import Spool, SpoolFull
 from dicom_proxy.status import StoreStatus
 from dicom_proxy.tcp import set_tcp_nodelay
@@ -43,6 +47,7 @@ class Caller:
 
     calling_ae_title: str = ""
     association: int = 0
+    profile: str = ""  # the profile chosen for it (empty: implicit profile or none)
 
 
 @dataclass(frozen=True)
@@ -51,24 +56,60 @@ class StoreOutcome:
 
     status: StoreStatus
     reason: str = ""
+    dropped: bool = False  # Success, but a filter dropped it: nothing stored
 
 
 class StorePipeline:
-    """De-identify one received object and spool it durably. The engine can be swapped (SIGHUP)."""
+    """Select the caller's profile, de-identify one received object with the profile's engine
+    and spool it durably for the profile's destinations. The profiles can be swapped (SIGHUP)."""
 
-    def __init__(self, engine: Engine, spool: Spool) -> None:
-        self.engine = engine
+    def __init__(self, profiles: Profiles, spool: Spool) -> None:
+        self.profiles = profiles
         self.spool = spool
+        # Outcomes per profile ("stored", "dropped", "refused"): counted, never PHI.
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self._counts_lock = threading.Lock()
+
+    def count(self, profile: str, outcome: str) -> None:
+        with self._counts_lock:
+            self.counts[(profile, outcome)] += 1
 
     def store(self, received: ReceivedObject, caller: Caller = Caller()) -> StoreOutcome:
-        engine = self.engine  # one engine for the whole object, even if a reload happens now
+        # One profile set for the whole object, even if a reload swaps it now.
+        profile = self.profiles.select(received.calling_ae_title, received.peer_address)
+        if profile is None:
+            # Admitted under a previous configuration, matched by none of the current one.
+            return _refuse(StoreStatus.REJECTED_BY_PROFILE, "caller matches no profile", None, caller)
+        caller = dataclasses.replace(caller, profile="" if profile.config.implicit else profile.name)
+        outcome = self._store(received, profile.engine, profile.destinations, caller)
+        if outcome.dropped:
+            self.count(profile.name, "dropped")
+        else:
+            self.count(profile.name, "stored" if outcome.status is StoreStatus.SUCCESS else "refused")
+        return outcome
+
+    def _store(
+        self, received: ReceivedObject, engine: Engine, destinations: tuple[str, ...], caller: Caller
+    ) -> StoreOutcome:
         identity: ObjectIdentity | None = None
         size = len(received.dataset_bytes)
         try:
             self.spool.check_capacity(len(received.dataset_bytes))
             result = engine.deidentify_received(received)
             identity = result.identity
-            self.spool.store(result)
+            self.spool.store(result, destinations)
+        except Dropped as exc:
+            # The sender did nothing wrong: Success, counted and audited, nothing stored.
+            audit.emit(
+                audit.ObjectDropped.of(
+                    caller.profile or "default",
+                    exc.filter_name,
+                    exc.identity,
+                    calling_ae_title=caller.calling_ae_title,
+                    association=caller.association,
+                )
+            )
+            return StoreOutcome(StoreStatus.SUCCESS, dropped=True)
         except SpoolFull as exc:
             return _refuse(StoreStatus.OUT_OF_RESOURCES, str(exc), identity, caller, size)
         except Refused as exc:
@@ -94,6 +135,7 @@ class StorePipeline:
                 calling_ae_title=caller.calling_ae_title,
                 association=caller.association,
                 received_bytes=size,
+                profile=caller.profile,
             )
         )
         return StoreOutcome(StoreStatus.SUCCESS)
@@ -110,6 +152,7 @@ def _refuse(
             calling_ae_title=caller.calling_ae_title,
             association=caller.association,
             received_bytes=received_bytes,
+            profile=caller.profile,
         )
     )
     return StoreOutcome(status, reason)
@@ -142,6 +185,7 @@ def handle_store(pipeline: StorePipeline, associations: AssociationAudit) -> Cal
                 transfer_syntax_uid=str(event.context.transfer_syntax),
                 affected_sop_class_uid=str(request.AffectedSOPClassUID),
                 calling_ae_title=str(event.assoc.requestor.ae_title),
+                peer_address=str(event.assoc.requestor.address),
             )
         except Exception:
             outcome = _refuse(StoreStatus.CANNOT_PARSE, "C-STORE request unreadable", None, caller)
@@ -284,6 +328,35 @@ class AssociationAudit:
         ]
 
 
+def admit_caller(pipeline: StorePipeline) -> Callable[[evt.Event], None]:
+    """Reject an association whose caller no profile takes (A-ASSOCIATE-RJ, rejected-permanent,
+    service-user, calling AE title not recognized: PS3.8 9.3.4), before any object is sent."""
+
+    def handler(event: evt.Event) -> None:
+        assoc = event.assoc
+        request = assoc.requestor.primitive
+        calling = _ae(request.calling_ae_title if request is not None else "")
+        if pipeline.profiles.select(calling, str(assoc.requestor.address)) is not None:
+            return
+        assoc.acse.send_reject(0x01, 0x01, 0x03)
+        # As pynetdicom's own rejection does: stopping the DUL waits until the A-ASSOCIATE-RJ
+        # is sent, before the acceptor closes the socket.
+        assoc.kill()
+        audit.emit(
+            audit.AssociationRejected(
+                calling_ae_title=calling,
+                called_ae_title=_ae(request.called_ae_title if request is not None else ""),
+                peer=AssociationAudit._peer(assoc),
+                reason="calling AE title and peer address match no profile ([[profiles]])",
+                result=0x01,
+                source=0x01,
+                diagnostic=0x03,
+            )
+        )
+
+    return handler
+
+
 def handle_echo(event: evt.Event) -> int:
     return 0x0000
 
@@ -338,19 +411,42 @@ def build_ae(node: NodeConfig) -> AE:
     return ae
 
 
-def start_server(node: NodeConfig, pipeline: StorePipeline) -> ThreadedAssociationServer:
-    """Listen on `node.bind:node.port` (port 0: any free port) in background threads."""
+def start_servers(
+    node: NodeConfig, pipeline: StorePipeline, tls_context: ssl.SSLContext | None = None
+) -> list[AdmittingServer]:
+    """Listen in background threads on `node.bind:node.port` (port 0: any free port): clear
+    text, or TLS when `[node.tls]` names no port of its own; and, when it does, TLS on that
+    port as well. One AE behind every port, so `node.max_associations` counts them all."""
     ae = build_ae(node)
     limits = ReceiveLimits(node.max_object_bytes)
     associations = AssociationAudit()
     handlers: list[Any] = [
         *associations.handlers(),
+        (evt.EVT_REQUESTED, admit_caller(pipeline)),
         (evt.EVT_C_STORE, handle_store(pipeline, associations)),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_CONN_OPEN, set_tcp_nodelay),
         (evt.EVT_CONN_OPEN, limits.on_connection_open),
         (evt.EVT_CONN_CLOSE, release_unassociated),
     ]
-    contexts: list[PresentationContext] = [_cheaply_copied(c) for c in ae.supported_contexts]
-    return reception.start_server(ae, (node.bind, node.port), evt_handlers=handlers, contexts=contexts)
-
+    tls_port = node.tls.port if node.tls is not None else None
+    listeners: list[tuple[int, ssl.SSLContext | None]] = [(node.port, tls_context if tls_port is None else None)]
+    if tls_port is not None:
+        listeners.append((tls_port, tls_context))
+    servers: list[AdmittingServer] = []
+    for port, context in listeners:
+        contexts: list[PresentationContext] = [_cheaply_copied(c) for c in ae.supported_contexts]
+        try:
+            server = reception.start_server(
+                ae, (node.bind, port), evt_handlers=handlers, contexts=contexts, server_class=AdmittingServer
+            )
+        except OSError:
+            for started in servers:  # all ports or none
+                started.shutdown()
+            raise
+        assert isinstance(server, AdmittingServer)
+        server.allowed_networks = node.allowed_networks
+        server.tls_context = context
+        server.handshake_timeout = node.acse_timeout
+        servers.append(server)
+    return servers

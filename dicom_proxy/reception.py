@@ -280,9 +280,12 @@ class EventDrivenServer(ThreadedAssociationServer):
         super().__init__(*args, **kwargs)
 
 
-def start_server(ae: Any, address: tuple[str, int], **kwargs: Any) -> ThreadedAssociationServer:
-    """`AE.start_server(address, block=False, **kwargs)` with event-driven associations."""
-    server = ae.make_server(address, server_class=EventDrivenServer, **kwargs)
+def start_server(
+    ae: Any, address: tuple[str, int], server_class: type[EventDrivenServer] = EventDrivenServer, **kwargs: Any
+) -> ThreadedAssociationServer:
+    """`AE.start_server(address, block=False, **kwargs)` with event-driven associations
+    (`server_class`: EventDrivenServer or a subclass, e.g. admission.AdmittingServer)."""
+    server = ae.make_server(address, server_class=server_class, **kwargs)
     thread = threading.Thread(
         target=server.serve_forever,
         name=f"AcceptorServer@{datetime.now():%Y%m%d%H%M%S}",

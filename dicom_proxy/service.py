@@ -20,14 +20,14 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from pydicom import config as pydicom_config
-from pynetdicom.transport import ThreadedAssociationServer
 
-from dicom_proxy import audit, preflight, sdnotify, workers
+from dicom_proxy import audit, preflight, sdnotify, tls, workers
+from dicom_proxy.admission import AdmittingServer
 from dicom_proxy.config import Config, ConfigError, load_config
-from dicom_proxy.deidentify import Engine
 from dicom_proxy.deidentify.engine import EngineObserver
 from dicom_proxy.forward import WorkSignal, run_forwarders
-from dicom_proxy.receive import StorePipeline, start_server
+from dicom_proxy.profiles import Profiles
+from dicom_proxy.receive import StorePipeline, start_servers
 from dicom_proxy.spool import Spool
 
 if TYPE_CHECKING:
@@ -61,12 +61,12 @@ def configure_logging(level: str) -> None:
     warnings.simplefilter("ignore")
 
 
-def build_engine(
+def build_profiles(
     config: Config, node_key: preflight.NodeKey | None = None, observer: EngineObserver | None = None
-) -> Engine:
-    """An engine for `config` with `node_key`, or with the configured key (read, never created);
-    `observer` gets stage timings and mask sources (the metrics)."""
-    return Engine(config.deidentify, (node_key or preflight.read_key(config)).key, observer)
+) -> Profiles:
+    """One Engine per profile, all with the node's one key (promise 3): `node_key`, or the
+    configured key (read, never created); `observer` gets stage timings and mask sources."""
+    return Profiles(config, (node_key or preflight.read_key(config)).key, observer)
 
 
 class Observability:
@@ -96,8 +96,9 @@ class Observability:
     def stop(self) -> None:
         from dicom_proxy.metrics import remove_multiprocess_directory
 
-        if self.server is not None:
+        if self.server is not None:  # stop() may run twice (a start abandoned half-way)
             self.server.stop()
+            self.server = None
         for sink in self.sinks:
             audit.remove_sink(sink)
         remove_multiprocess_directory(self.directory)
@@ -132,9 +133,11 @@ class Node:
         self.spool = Spool(config.spool, names, on_store=self.work_signal.notify)
         self.observability = Observability(names) if config.metrics.enabled else None
         self.audit_messages = _audit_message_sink(config)
-        self.pipeline = StorePipeline(build_engine(config, self.node_key, self._observer), self.spool)
+        self.pipeline = StorePipeline(build_profiles(config, self.node_key, self._observer), self.spool)
         self.forward_process: BaseProcess | None = None
-        self.server: ThreadedAssociationServer | None = None
+        # The listening sockets: node.port first, then [node.tls].port when it has one.
+        self.servers: list[AdmittingServer] = []
+        self.tls_contexts = tls.build(config)
         self.stopped = threading.Event()
 
     @property
@@ -145,6 +148,10 @@ class Node:
     def worker_processes(self) -> int:
         configured = self.config.node.worker_processes
         return workers.default_processes() if configured is None else configured
+
+    @property
+    def server(self) -> AdmittingServer | None:
+        return self.servers[0] if self.servers else None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -171,9 +178,9 @@ class Node:
             raise ConfigError([p for p in problems if p is not None])
         # Fork before any thread exists in this process.
         self.start_forwarders()
-        self.pipeline.engine = workers.with_workers(self.pipeline.engine, self.worker_processes)
+        self.pipeline.profiles = self.pipeline.profiles.with_workers(self.worker_processes)
         try:
-            self.server = start_server(self.config.node, self.pipeline)
+            self.servers = start_servers(self.config.node, self.pipeline, self.tls_contexts.server)
         except OSError as exc:  # lost a race for the port since the probe
             self._abandon_start()
             raise ConfigError([preflight.listen_error(self.config.node, exc)]) from None
@@ -185,13 +192,17 @@ class Node:
             except OSError as exc:
                 self._abandon_start()
                 raise ConfigError([preflight.listen_error_at("metrics", metrics.bind, metrics.port, exc)]) from None
+        kind = "DICOM TLS" if self.server is not None and self.server.tls_context is not None else "DICOM"
         log.info(
-            "dicom-proxy ready: AE %s listening on %s:%d (secret key fingerprint %s)",
+            "dicom-proxy ready: AE %s listening on %s:%d (%s; secret key fingerprint %s)",
             self.config.node.ae_title,
             host,
             port,
+            kind,
             self.node_key.fingerprint,
         )
+        for server in self.servers[1:]:
+            log.info("dicom-proxy ready: DICOM TLS also on %s:%d", host, server.port)
         audit.emit(
             audit.NodeStarted(
                 ae_title=self.config.node.ae_title,
@@ -206,10 +217,10 @@ class Node:
 
     def _abandon_start(self) -> None:
         """A start that failed half-way leaves no process or thread behind (exit status 2)."""
-        if self.server is not None:
-            self.server.shutdown()
-            self.server = None
-        workers.close(self.pipeline.engine)
+        for server in self.servers:
+            server.shutdown()
+        self.servers = []
+        self.pipeline.profiles.close()
         self.stop_forwarders(0.0)
         if self.observability is not None:
             self.observability.stop()
@@ -217,7 +228,7 @@ class Node:
     def start_forwarders(self) -> None:
         context = multiprocessing.get_context("fork")
         # A restarted forwarder is forked while the SCP listens: it must not keep the port.
-        inherited = [self.server.socket.fileno()] if self.server is not None and self.server.socket else []
+        inherited = [server.socket.fileno() for server in self.servers if server.socket]
         if self.observability is not None and self.observability.server is not None:
             inherited.append(self.observability.server.socket.fileno())
         process = context.Process(
@@ -238,7 +249,9 @@ class Node:
             self.start_forwarders()
 
     def reload(self) -> None:
-        """Re-read the configuration and swap in a new engine; keep the old one on any error."""
+        """Re-read the configuration (policy, rules, subject tables) and swap in new profiles
+        with new engines; keep the current ones on any error. An object in progress finishes
+        with the profile it started with."""
         if self.config.source is None:
             return
         try:
@@ -250,7 +263,12 @@ class Node:
                     [(f"{preflight.KEY_PATH}: the key changed (fingerprint {node_key.fingerprint}, running with "
                      f"{self.node_key.fingerprint}); restart the node to use another key")]
                 )
-            engine = build_engine(config, node_key, self._observer)
+            running = {d.name for d in self.config.destinations}
+            for i, profile in enumerate(config.profiles):
+                missing = sorted(set(profile.destinations) - running)
+                if missing:
+                    raise ConfigError([f"profiles[{i}].destinations: {', '.join(missing)} not running; restart to add"])
+            profiles = build_profiles(config, node_key, self._observer)
         except ConfigError as exc:
             for problem in exc.problems:
                 audit.emit(audit.ReloadRejected(reason=f"reload rejected, keeping the current policy: {problem}"))
@@ -265,25 +283,45 @@ class Node:
             self.config.metrics,
         ):
             log.warning("reload: [node], [[destinations]], [spool] and [metrics] changes take effect on restart")
-        previous, self.pipeline.engine = self.pipeline.engine, workers.with_workers(engine, self.worker_processes)
-        workers.close(previous)  # after its objects in progress
-        log.info("reload: policy and pixel rules reloaded")
-        audit.emit(audit.ConfigReloaded(key_fingerprint=engine.key_fingerprint))
+        previous, self.pipeline.profiles = self.pipeline.profiles, profiles.with_workers(self.worker_processes)
+        previous.close()  # after its objects in progress
+        self.reload_certificates(config)
+        log.info("reload: profiles, subject tables, policy and pixel rules reloaded")
+        audit.emit(audit.ConfigReloaded(key_fingerprint=node_key.fingerprint))
+
+    def reload_certificates(self, config: Config) -> None:
+        """Re-read the TLS certificates and keys (same configured paths; load_config checked
+        them): new handshakes use them, and the forwarder process reloads its own."""
+        try:
+            contexts = tls.build(config)
+        except tls.TLSConfigError as exc:  # changed since load_config read them a moment ago
+            for problem in exc.problems:
+                audit.emit(audit.ReloadRejected(reason=f"reload rejected, keeping the current certificates: {problem}"))
+            return
+        self.tls_contexts = contexts
+        for server in self.servers:
+            if server.tls_context is not None and contexts.server is not None:
+                server.tls_context = contexts.server
+        process = self.forward_process
+        if process is not None and process.is_alive() and process.pid is not None:
+            os.kill(process.pid, signal.SIGHUP)
 
     def stop(self, drain_seconds: float = DRAIN_SECONDS) -> None:
         """Stop accepting, let associations in progress finish (bounded), stop forwarders."""
         sdnotify.notify("STOPPING=1")
-        if self.server is not None:
-            server = self.server
-            associations = list(server.active_associations)
-            server.shutdown()
+        if self.servers:
+            associations = list(self.servers[0].active_associations)  # one AE behind every port
+            for server in self.servers:
+                server.shutdown()
             deadline = time.monotonic() + drain_seconds
             while any(a.is_alive() for a in associations) and time.monotonic() < deadline:
                 time.sleep(0.05)
             for assoc in associations:
                 if assoc.is_alive():
                     assoc.abort()
-        workers.close(self.pipeline.engine)
+        self.pipeline.profiles.close()
+        for (profile, outcome), count in sorted(self.pipeline.counts.items()):
+            log.info("profile %s: %d %s", profile, count, outcome)
         dimse_timeout = max((d.dimse_timeout for d in self.config.destinations if d.type == "dicom"), default=0.0)
         self.stop_forwarders(drain_seconds + dimse_timeout)
         if self.observability is not None:
@@ -366,6 +404,8 @@ def _forward_main(config: Config, work_signal: WorkSignal, parent_pid: int, inhe
     signal.signal(signal.SIGTERM, lambda signum, frame: stopped.set())
     # Ctrl-C reaches the whole process group; the receiver decides when forwarders stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # The receiver forwards SIGHUP after a successful reload: re-read the certificates.
+    reload = threading.Event()
+    signal.signal(signal.SIGHUP, lambda signum, frame: reload.set())
     spool = Spool(config.spool, [d.name for d in config.destinations])
-    run_forwarders(config, spool, work_signal, stopped)
+    run_forwarders(config, spool, work_signal, stopped, reload)

@@ -23,11 +23,12 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from dicom_proxy.config import SpoolConfig
+from dicom_proxy.durable import fsync_dir as _fsync_dir
 from dicom_proxy.models import DeidentifiedObject, SpoolEntry
 
 _DIR_MODE = 0o700
@@ -66,14 +67,6 @@ def queued_at(entry_name: str) -> float | None:
     """When an entry was spooled (seconds since the epoch), read from its name (see store())."""
     stamp = entry_name[:20]
     return int(stamp) / 1e9 if stamp.isdigit() else None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _make_dir(path: Path) -> None:
@@ -142,11 +135,11 @@ class Spool:
             self._bytes_read_at = time.monotonic()
         return queued
 
-    def _queued_bytes(self) -> int:
+    def _queued_bytes(self, fresh: bool = False) -> int:
         """Bytes waiting in all queues (each destination's entry counted), at most
-        _USAGE_REFRESH_SECONDS old plus what this process stored since."""
+        _USAGE_REFRESH_SECONDS old plus what this process stored since (`fresh`: read now)."""
         with self._lock:
-            if time.monotonic() - self._bytes_read_at < _USAGE_REFRESH_SECONDS:
+            if not fresh and time.monotonic() - self._bytes_read_at < _USAGE_REFRESH_SECONDS:
                 return self._bytes
         total = sum(e.size for d in self.destinations for e in self.pending(d))
         with self._lock:
@@ -157,14 +150,21 @@ class Spool:
     # -- write ---------------------------------------------------------------------------
     def check_capacity(self, incoming_bytes: int = 0) -> None:
         """Raise SpoolFull when accepting `incoming_bytes` more would break a limit."""
-        held = self._queued_bytes()
-        if held + incoming_bytes * max(1, len(self.destinations)) > self.config.max_bytes:
+        needed = incoming_bytes * max(1, len(self.destinations))
+        # Before refusing, look again: the forwarder may have drained since the cached count.
+        if self._queued_bytes() + needed > self.config.max_bytes and (
+            self._queued_bytes(fresh=True) + needed > self.config.max_bytes
+        ):
             raise SpoolFull("spool byte limit reached")
         if shutil.disk_usage(self.root).free - incoming_bytes < self.config.min_free_bytes:
             raise SpoolFull("free disk space below spool.min_free_bytes")
 
-    def store(self, obj: DeidentifiedObject) -> list[SpoolEntry]:
-        """Durably enqueue `obj` for every destination; return when it is safe to say Success."""
+    def store(self, obj: DeidentifiedObject, destinations: Sequence[str] | None = None) -> list[SpoolEntry]:
+        """Durably enqueue `obj` for `destinations` (default: every destination of the spool);
+        return when it is safe to say Success."""
+        targets = self.destinations if destinations is None else [d for d in self.destinations if d in destinations]
+        if destinations is not None and len(targets) != len(set(destinations)):
+            raise ValueError("store: unknown destination")
         size = obj.size
         self.check_capacity(size)
         # Time first (FIFO order), then process and sequence: unique across receiver processes.
@@ -181,11 +181,11 @@ class Spool:
             os.close(fd)
         entries = []
         try:
-            for destination in self.destinations:
+            for destination in targets:
                 target = self.queue_dir(destination) / name
                 os.link(temporary, target)
                 entries.append(SpoolEntry(destination, target, size))
-            for destination in self.destinations:
+            for destination in targets:
                 _fsync_dir(self.queue_dir(destination))
         except BaseException:
             for entry in entries:

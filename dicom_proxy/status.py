@@ -27,6 +27,9 @@ class StoreStatus(IntEnum):
     PIXELS_NOT_CLEANABLE = 0xC003
     # Verification found original identifying data in the output.
     VERIFICATION_FAILED = 0xC004
+    # A filter of the caller's profile rejects the object (action "reject"), or the caller
+    # matches no profile any more (after a reload).
+    REJECTED_BY_PROFILE = 0xC005
     # Unexpected internal error: still fail closed.
     PROCESSING_FAILURE = 0x0110
     SOP_CLASS_NOT_SUPPORTED = 0x0122

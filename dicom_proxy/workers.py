@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from dicom_proxy.deidentify import Engine
-from dicom_proxy.deidentify.pixels import CODEC_LOCK
-from dicom_proxy.models import DeidentifiedObject, ObjectIdentity, ReceivedObject, Refused
+from dicom_proxy.models import DeidentifiedObject, Dropped, ObjectIdentity, ReceivedObject, Refused
+from dicom_proxy.part10 import CODEC_LOCK
 from dicom_proxy.status import StoreStatus
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,12 @@ class _Slice:
 class _Refusal:
     reason: str
     status: StoreStatus
+    identity: ObjectIdentity | None
+
+
+@dataclass(frozen=True)
+class _Drop:
+    filter_name: str
     identity: ObjectIdentity | None
 
 
@@ -104,7 +110,7 @@ class _Recording:
 
 @dataclass(frozen=True)
 class _Answer:
-    outcome: DeidentifiedObject | _Refusal | _Failure
+    outcome: DeidentifiedObject | _Refusal | _Drop | _Failure
     observed: list[tuple[str, tuple[Any, ...]]]
 
 
@@ -114,11 +120,13 @@ def _work(received: ReceivedObject) -> _Answer:
     recording = _Recording()
     if _worker_engine._observer is not None:
         _worker_engine._observer = recording
-    outcome: DeidentifiedObject | _Refusal | _Failure
+    outcome: DeidentifiedObject | _Refusal | _Drop | _Failure
     try:
         outcome = _portable(_worker_engine.deidentify_received(received), received.dataset_bytes)
     except Refused as exc:
         outcome = _Refusal(exc.reason, exc.status, exc.identity)
+    except Dropped as exc:  # a profile filter dropped it (Success, nothing stored)
+        outcome = _Drop(exc.filter_name, exc.identity)
     except Exception as exc:
         outcome = _Failure(type(exc).__name__)
     return _Answer(outcome, recording.calls)
@@ -184,6 +192,10 @@ class PooledEngine(Engine):
             refused = Refused(outcome.reason, outcome.status)
             refused.identity = outcome.identity
             raise refused
+        if isinstance(outcome, _Drop):
+            dropped = Dropped(outcome.filter_name)
+            dropped.identity = outcome.identity
+            raise dropped
         if isinstance(outcome, _Failure):
             raise WorkerFailed(outcome.exception_type)
         return _restored(outcome, received.dataset_bytes)

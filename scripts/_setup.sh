@@ -19,12 +19,17 @@ ensure_venv() {
     fi
 }
 
-# ensure_debian_packages COMMAND:PACKAGE ...: install PACKAGE when COMMAND (or file) is missing.
+# ensure_debian_packages COMMAND:PACKAGE ...: install PACKAGE when COMMAND is missing
+# (COMMAND may be an absolute path instead, for packages that install no command: a plugin).
 ensure_debian_packages() {
     local missing=()
     for pair in "$@"; do
-        # COMMAND or an absolute path to any file the package installs (fonts have no command)
-        command -v "${pair%%:*}" >/dev/null 2>&1 || [ -e "${pair%%:*}" ] || missing+=("${pair#*:}")
+        local probe="${pair%%:*}"
+        if [[ "$probe" == /* ]]; then
+            [ -e "$probe" ] || missing+=("${pair#*:}")
+        else
+            command -v "$probe" >/dev/null 2>&1 || missing+=("${pair#*:}")
+        fi
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     local sudo=""

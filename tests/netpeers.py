@@ -53,6 +53,14 @@ def echo(port: int, called: str, calling: str = "ECHOSCU") -> bool:
     return result.returncode == 0
 
 
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -182,6 +190,13 @@ class StoreSCP:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> StoreSCP:
+        self._launch()
+        # With +tls in extra_args a clear-text C-ECHO cannot probe it: a TCP connect does.
+        ready = (lambda: port_open(self.port)) if "+tls" in self.extra_args else (lambda: echo(self.port, self.ae_title))
+        assert wait_until(ready, 20), "storescp did not start"
+        return self
+
+    def _launch(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [
@@ -197,8 +212,6 @@ class StoreSCP:
             stderr=subprocess.DEVNULL,
             env=DCMTK_ENV,
         )
-        assert wait_until(lambda: echo(self.port, self.ae_title), 20), "storescp did not start"
-        return self
 
     def files(self) -> list[Path]:
         return sorted(p for p in self.directory.iterdir() if p.is_file())
@@ -206,8 +219,8 @@ class StoreSCP:
     def complete_files(self, count: int, timeout: float = 60) -> list[Path]:
         """Wait until `count` objects are fully written: storescp writes files in place, so a
         file can be listed while its end is still arriving."""
-        from dicom_proxy.deidentify.codec import read_file
         from dicom_proxy.models import Refused
+        from dicom_proxy.part10 import read_file
 
         def complete() -> bool:
             files = self.files()

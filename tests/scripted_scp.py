@@ -15,11 +15,22 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True)
+class Received:
+    """One C-STORE as it came off the wire: the data set bytes and the transfer syntax of the
+    presentation context it was sent on (what the sender claims its encoding is)."""
+
+    transfer_syntax_uid: str
+    dataset_bytes: bytes
+    association: int  # which association (0, 1, ...) carried it
+
+
 @dataclass
 class ScriptedSCP:
     """Answers each C-STORE with the next status of `statuses` (the last one repeats).
 
-    Every data set answered with Success (or warning) is kept in `stored`.
+    Every data set answered with Success (or warning) is kept in `stored`; every request, as
+    received, in `received`.
     """
 
     port: int
@@ -28,6 +39,8 @@ class ScriptedSCP:
     transfer_syntaxes: Sequence[str] = tuple(ALL_TRANSFER_SYNTAXES)
     stored: list[Dataset] = field(default_factory=list)
     answered: list[int] = field(default_factory=list)
+    received: list[Received] = field(default_factory=list)
+    associations: list[Any] = field(default_factory=list)
     _server: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -35,11 +48,16 @@ class ScriptedSCP:
         with self._lock:
             status = self.statuses[min(len(self.answered), len(self.statuses) - 1)]
             self.answered.append(status)
+            if event.assoc not in self.associations:
+                self.associations.append(event.assoc)
+            syntax = str(event.file_meta.TransferSyntaxUID)
+            raw = event.request.DataSet.getvalue()
+            self.received.append(Received(syntax, raw, self.associations.index(event.assoc)))
             if status == 0 or 0xB000 <= status <= 0xBFFF:
                 buffer = BytesIO()
                 buffer.write(b"\x00" * 128 + b"DICM")
                 write_file_meta_info(buffer, event.file_meta)
-                buffer.write(event.request.DataSet.getvalue())
+                buffer.write(raw)
                 buffer.seek(0)
                 self.stored.append(dcmread(buffer))
         return status

@@ -94,3 +94,23 @@ def test_deidentify_reports_duplicates_distinctly(tmp_path: Path) -> None:
     again = _run("deidentify", "--config", str(config), "--output", str(tmp_path / "out"), str(corpus[0]),
                  cwd=tmp_path)
     assert "(replaced a file from an earlier run)" in again.stdout and again.returncode == 0
+
+
+def test_pseudonym_of_a_patient_without_id_matches_the_output(tmp_path: Path) -> None:
+    from tests.dicomfactory import ct_dataset
+
+    ds = ct_dataset()
+    del ds.PatientID
+    (tmp_path / "in").mkdir()
+    ds.save_as(tmp_path / "in" / "x.dcm", enforce_file_format=True)
+    config = _config(tmp_path)
+    assert _run("deidentify", "--config", str(config), "--output", str(tmp_path / "out"), str(tmp_path / "in"),
+                cwd=tmp_path).returncode == 0
+    [output] = (tmp_path / "out").rglob("*.dcm")
+    pseudonym = _run("pseudonym", "--config", str(config), "--patient-name", "Holloway^Winifred",
+                     "--birth-date", str(ds.PatientBirthDate), "--sex", str(ds.PatientSex), cwd=tmp_path)
+    assert pseudonym.returncode == 0, pseudonym.stderr
+    # No Patient ID in, none out; the Patient's Name pseudonym derives from the same identity.
+    name = str(dcmread(output).PatientName)
+    assert name.startswith("ANON^") and f"patient_name  {name}" in pseudonym.stdout
+    assert "HOLLOWAY" not in pseudonym.stdout.upper().replace("ANON^", "")

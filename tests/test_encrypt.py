@@ -432,8 +432,8 @@ def test_served_objects_carry_encrypted_attributes_the_recipient_restores(
 
 def test_verify_sees_the_ciphertext_as_zeros_only(keys: dict[str, Recipient], tmp_path: Path) -> None:
     """What verify reads: the same object with Encrypted Content zeroed; the output keeps it."""
-    from dicom_proxy.deidentify.codec import Encoded
     from dicom_proxy.deidentify.encrypt import Protected, without_encrypted_content
+    from dicom_proxy.part10 import Encoded
 
     _, output = deidentify_to(tmp_path, encrypting_engine(keys["rsa"]), rich_dataset())
     content = _encrypted_content(output)
@@ -448,16 +448,16 @@ def test_verify_sees_the_ciphertext_as_zeros_only(keys: dict[str, Recipient], tm
 def test_verify_sees_zeros_in_deflated_output_too(keys: dict[str, Recipient]) -> None:
     """Deflated Explicit VR Little Endian: the ciphertext is compressed with everything else,
     so verify gets the object encoded once more with the value zeroed."""
-    from dicom_proxy.deidentify import codec
+    from dicom_proxy import part10
     from dicom_proxy.deidentify.encrypt import Protected, without_encrypted_content
 
-    dataset = codec.read_file(TEST_FILES / "image_dfl.dcm")
+    dataset = part10.read_file(TEST_FILES / "image_dfl.dcm")
     eng = encrypting_engine(keys["rsa"])
     result = eng.deidentify(dataset)
     assert result.transfer_syntax_uid == "1.2.840.10008.1.2.1.99"
     out = dcmread(BytesIO(result.encoded))
     content = bytes(out[ENCRYPTED_ATTRIBUTES].value[0][ENCRYPTED_CONTENT].value)
-    masked = without_encrypted_content(codec.encode(out), Protected(content, 1), out)
+    masked = without_encrypted_content(part10.encode(out), Protected(content, 1), out)
     seen = dcmread(BytesIO(masked.searchable()))
     assert bytes(seen[ENCRYPTED_ATTRIBUTES].value[0][ENCRYPTED_CONTENT].value) == bytes(len(content))
     assert bytes(out[ENCRYPTED_ATTRIBUTES].value[0][ENCRYPTED_CONTENT].value) == content  # restored

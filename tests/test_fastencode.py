@@ -12,7 +12,7 @@ from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
-from dicom_proxy.deidentify import fastencode
+from dicom_proxy import fastencode
 from dicom_proxy.models import Refused
 from tests.dicomfactory import TEST_FILES, ct_dataset, engine
 

@@ -38,8 +38,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from dicom_proxy import part10
 from dicom_proxy.config import ConfigError, PixelConfig
-from dicom_proxy.deidentify import codec
 from dicom_proxy.deidentify.pixels import PixelCleaner, PixelOutcome
 from dicom_proxy.deidentify.pixels.base import default_fill
 from dicom_proxy.deidentify.pixels.rules import Box
@@ -142,7 +142,7 @@ def decoded(ds: Dataset) -> np.ndarray:
 
 def round_trip(ds: Dataset) -> Dataset:
     """Encode through the engine's Part 10 writer and read back, as a receiver would."""
-    return dcmread(BytesIO(b"".join(codec.encode(ds).parts)))
+    return dcmread(BytesIO(b"".join(part10.encode(ds).parts)))
 
 
 def box_mask(rows: int, columns: int, boxes: tuple[Box, ...], pairs: bool = False) -> np.ndarray:
@@ -566,7 +566,7 @@ def test_concurrent_cleaning_gives_the_same_result(tmp_path: Path, name: str) ->
 )
 def test_received_data_set_path(tmp_path: Path, name: str) -> None:
     """As the engine sees a C-STORE: data set bytes in the negotiated syntax, no File Meta
-    (codec.decode_received), then clean, then the Part 10 encoder."""
+    (part10.decode_received), then clean, then the Part 10 encoder."""
     ds = example(name)
     syntax = UID(ds.file_meta.TransferSyntaxUID)
     before = decoded(ds)
@@ -577,7 +577,7 @@ def test_received_data_set_path(tmp_path: Path, name: str) -> None:
     if syntax.is_deflated:
         compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
         data = compressor.compress(data) + compressor.flush()
-    received = codec.decode_received(data, syntax)
+    received = part10.decode_received(data, syntax)
     cleaner = make_cleaner(tmp_path)
     boxes = boxes_of(cleaner, received)
     assert cleaner.clean(received).cleaned

@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dicom_proxy.deidentify import codec
+from dicom_proxy import part10
 from dicom_proxy.deidentify.pixels import PixelCleaner
 from dicom_proxy.deidentify.pixels.sidechannels import strip_side_channels
 from dicom_proxy.models import Refused
@@ -285,7 +285,7 @@ def test_planted_text_does_not_survive_and_pixels_are_unchanged(name: str, tmp_p
     reference = REFERENCE[name]() if name in REFERENCE else decoded(original)
     after = decoded(output)
     # Pixels change only where the text detector masks (it may take anatomy for text here).
-    stripped = codec.read_file(path)
+    stripped = part10.read_file(path)
     strip_side_channels(stripped)
     unmasked = np.ones(after.shape[:2], dtype=bool)
     for found in PixelCleaner(header_config().pixels).preview(stripped).boxes:
@@ -306,7 +306,7 @@ def test_codestream_metadata_is_what_was_planted_and_nothing_else(tmp_path: Path
     ds = example("SC_rgb_jpeg_dcmtk.dcm")
     pristine = frames_of(ds)[0]
     hostile = encapsulated(ds, [after_soi(pristine, COM, EXIF)])
-    data = codec.read_file(write(hostile, tmp_path / "in.dcm"))
+    data = part10.read_file(write(hostile, tmp_path / "in.dcm"))
     outcome = strip_side_channels(data)
     assert outcome.segments_removed == 2
     assert frames_of(data)[0].rstrip(b"\x00") == pristine.rstrip(b"\x00")
@@ -317,7 +317,7 @@ def test_jfif_and_adobe_markers_are_kept_for_decoding(tmp_path: Path) -> None:
     ds = example("SC_rgb_jpeg_app14_dcmd.dcm")
     frame = frames_of(ds)[0]
     assert b"Adobe" in frame
-    data = codec.read_file(write(encapsulated(ds, [after_soi(frame, JFIF_THUMB)]), tmp_path / "in.dcm"))
+    data = part10.read_file(write(encapsulated(ds, [after_soi(frame, JFIF_THUMB)]), tmp_path / "in.dcm"))
     strip_side_channels(data)
     out = frames_of(data)[0]
     assert b"Adobe" in out
@@ -328,7 +328,7 @@ def test_tile_part_lengths_are_fixed(tmp_path: Path) -> None:
     ds = example("MR_small_jp2klossless.dcm")
     pristine = frames_of(ds)[0]
     hostile = encapsulated(ds, [j2k_tile_part_com(pristine, PLANTED, tlm=True)])
-    data = codec.read_file(write(hostile, tmp_path / "in.dcm"))
+    data = part10.read_file(write(hostile, tmp_path / "in.dcm"))
     strip_side_channels(data)
     out = frames_of(data)[0]
     sot = j2k_main_header_end(out)
@@ -341,7 +341,7 @@ def test_tile_part_lengths_are_fixed(tmp_path: Path) -> None:
 
 def test_offset_tables_point_at_the_new_fragments(tmp_path: Path) -> None:
     build = multi_frame("SC_rgb_jpeg_dcmtk.dcm", lambda f: after_soi(f, COM), 3, True)
-    data = codec.read_file(write(build(), tmp_path / "in.dcm"))
+    data = part10.read_file(write(build(), tmp_path / "in.dcm"))
     strip_side_channels(data)
     value = bytes(data.PixelData)
     offsets = struct.unpack("<3Q", data.ExtendedOffsetTable)
@@ -369,7 +369,7 @@ def test_signed_values_are_sign_extended(tmp_path: Path) -> None:
     ds = ct_dataset(1, 4)
     ds.PixelRepresentation = 1
     ds.PixelData = np.array([0xF123, 0x1FFF, 0x0005, 0x8800], dtype="<u2").tobytes()
-    data = codec.read_file(write(ds, tmp_path / "in.dcm"))
+    data = part10.read_file(write(ds, tmp_path / "in.dcm"))
     assert strip_side_channels(data).unused_bits_cleared
     assert list(np.frombuffer(bytes(data.PixelData), dtype="<i2")) == [0x123, -1, 5, -2048]
 
@@ -377,7 +377,7 @@ def test_signed_values_are_sign_extended(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["SC_rgb_jpeg_dcmtk.dcm", "MR_small_jpeg_ls_lossless.dcm", "CT_small.dcm"])
 def test_clean_pixel_data_is_not_copied(name: str) -> None:
     """Nothing to strip: Pixel Data stays the very view of the received bytes."""
-    data = codec.read_file(Path(get_testdata_file(name)))
+    data = part10.read_file(Path(get_testdata_file(name)))
     before = data.get_item(0x7FE00010)
     assert isinstance(before.value, memoryview)
     assert not strip_side_channels(data).changed

@@ -9,7 +9,7 @@ from pydicom.data import get_testdata_file
 from pydicom.filereader import _read_file_meta_info
 from pydicom.uid import UID
 
-from dicom_proxy.deidentify.structure import MAX_SEQUENCE_DEPTH, StructureError, check_structure
+from dicom_proxy.structure import MAX_SEQUENCE_DEPTH, StructureError, check_structure
 
 SQ_OPEN = b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
 SQ_CLOSE = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00" + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"

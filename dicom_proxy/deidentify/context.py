@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from dicom_proxy.deidentify.pseudonyms import PatientIdentity
 from dicom_proxy.deidentify.text import Matcher, TextCleaner
 from dicom_proxy.policy import Policy
+from dicom_proxy.subjects import Subject
 
 
 @dataclass
@@ -22,3 +23,7 @@ class Context:
     cleaner: TextCleaner
     date_offset: int = 0
     dates_shifted: bool = False
+    # The profile's name, recorded in (0012,0063); empty for the implicit profile.
+    profile: str = ""
+    # The study's subject for this patient (profile subject table), instead of the pseudonym.
+    subject: Subject | None = None

@@ -43,8 +43,9 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dicom_proxy.deidentify import cms, codec
-from dicom_proxy.deidentify.codec import Encoded
+from dicom_proxy import part10
+from dicom_proxy.deidentify import cms
+from dicom_proxy.part10 import Encoded
 
 ENCRYPTED_ATTRIBUTES_SEQUENCE = Tag(0x04000500)
 ENCRYPTED_CONTENT_TRANSFER_SYNTAX_UID = Tag(0x04000510)
@@ -263,7 +264,7 @@ def without_encrypted_content(encoded: Encoded, protected: Protected | None, dat
     element = dataset[ENCRYPTED_ATTRIBUTES_SEQUENCE].value[0][ENCRYPTED_CONTENT]
     element.value = bytes(len(content))
     try:
-        return codec.encode(dataset)
+        return part10.encode(dataset)
     finally:
         element.value = content
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset
 
 from dicom_proxy.deidentify.text.normalise import fold
+from dicom_proxy.subjects import Subject
 
 # PS3.15 E.3.6 leaves the size of the shift to the implementation; up to ~10 years either way.
 MAX_SHIFT_DAYS = 3650
@@ -66,6 +67,15 @@ def patient_id(key: bytes, identity: PatientIdentity) -> str:
 def patient_name(pseudonymous_id: str) -> str:
     """Patient's Name derived from the pseudonymous ID, so viewers can tell patients apart."""
     return f"ANON^{pseudonymous_id[:8]}"
+
+
+def patient_pseudonyms(key: bytes, identity: PatientIdentity, subject: Subject | None) -> tuple[str, str]:
+    """Patient ID and Patient's Name for the output: the study's subject ID and name when the
+    profile's subject table maps this patient, otherwise the keyed pseudonyms."""
+    if subject is not None:
+        return subject.subject_id, subject.subject_name or subject.subject_id
+    token = patient_id(key, identity)
+    return token, patient_name(token)
 
 
 def date_offset_days(key: bytes, identity: PatientIdentity) -> int:

@@ -25,7 +25,8 @@ def record(dataset: Dataset, context: Context, pixels_cleaned: bool) -> None:
     codes += [option.code for option in policy.options]
     dataset.PatientIdentityRemoved = "YES"
     # LO, VM 1-n: one value (<= 64 characters) per profile/option.
-    dataset.DeidentificationMethod = [_method(policy)] + [code.meaning[:64] for code in codes[1:]]
+    profile = [_profile(context.profile)] if context.profile else []
+    dataset.DeidentificationMethod = [_method(policy), *profile] + [code.meaning[:64] for code in codes[1:]]
     dataset.DeidentificationMethodCodeSequence = Sequence([_code_item(code) for code in codes])
     if context.dates_shifted:
         dataset.LongitudinalTemporalInformationModified = "MODIFIED"
@@ -39,14 +40,20 @@ def _code_item(code: Code) -> Dataset:
     return item
 
 
+def _profile(name: str) -> str:
+    """The profile's value of (0012,0063) (LO: profile names are at most 32 characters)."""
+    return f"profile {name}"
+
+
 def _method(policy: Policy) -> str:
     return f"dicom-proxy PS3.15 {policy.edition} E.1-1"
 
 
-def expected_strings(policy: Policy) -> frozenset[str]:
-    """Every string `record` can write for `policy` (verify compares, does not search them)."""
+def expected_strings(policy: Policy, profile: str = "") -> frozenset[str]:
+    """Every string `record` can write for `policy` and `profile` (verify compares, does not
+    search them)."""
     codes = [BASIC_PROFILE, CLEAN_PIXEL_DATA, *(option.code for option in policy.options)]
-    strings = {"YES", "NO", "MODIFIED", _method(policy)}
+    strings = {"YES", "NO", "MODIFIED", _method(policy), *([_profile(profile)] if profile else [])}
     for code in codes:
         strings.update((code.value, code.scheme, code.meaning, code.meaning[:64]))
     return frozenset(strings)

@@ -234,8 +234,8 @@ def _clean_strings(element: DataElement, context: Context, rule: Rule) -> None:
 
 
 def _patient_pseudonym(dataset: Dataset, element: DataElement, context: Context) -> None:
-    token = pseudonyms.patient_id(context.key, context.patient)
-    element.value = token if element.tag == _PATIENT_ID else pseudonyms.patient_name(token)
+    new_id, new_name = pseudonyms.patient_pseudonyms(context.key, context.patient, context.subject)
+    element.value = new_id if element.tag == _PATIENT_ID else new_name
 
 
 def _as_list(value: Any) -> list[Any]:

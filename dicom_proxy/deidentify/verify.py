@@ -26,12 +26,12 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
 from dicom_proxy.deidentify import pseudonyms
-from dicom_proxy.deidentify.codec import Encoded
 from dicom_proxy.deidentify.context import Context
 from dicom_proxy.deidentify.record import expected_strings
 from dicom_proxy.deidentify.text import fold, scrub_spans
 from dicom_proxy.deidentify.values import DUMMY_STRINGS
 from dicom_proxy.models import Refused
+from dicom_proxy.part10 import Encoded
 from dicom_proxy.policy import Action, Rule, TextMode
 from dicom_proxy.policy.resolve import cheap_elements, rule_for
 
@@ -77,7 +77,7 @@ class _Checker:
         self.matcher = context.matcher
         token = pseudonyms.patient_id(context.key, context.patient)
         self.pseudonyms = {0x00100020: token, 0x00100010: pseudonyms.patient_name(token)}
-        self.record = expected_strings(context.policy)
+        self.record = expected_strings(context.policy, context.profile)
 
     def walk(self, dataset: Dataset, prefix: str, top: bool = False) -> None:
         encodings = convert_encodings(dataset._character_set)

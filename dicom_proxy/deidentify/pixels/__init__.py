@@ -22,7 +22,6 @@ match on the original header. The flow for one object, each step in one place:
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,9 +29,8 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from dicom_proxy.conditions import header_values
 from dicom_proxy.config import PixelConfig
-from dicom_proxy.deidentify.codec import PIXEL_DATA as PIXEL_DATA_TAG
-from dicom_proxy.deidentify.codec import materialize_pixel_data
 from dicom_proxy.deidentify.pixels.base import (
     DecodedPixels,
     LayoutError,
@@ -48,16 +46,14 @@ from dicom_proxy.deidentify.pixels.registry import codec_for
 from dicom_proxy.deidentify.pixels.risk import Risk, RiskCheck, normalised
 from dicom_proxy.deidentify.pixels.rules import Box, MatchField, Rule, RuleSet, load_rules
 from dicom_proxy.models import Refused
+from dicom_proxy.part10 import CODEC_LOCK, materialize_pixel_data
+from dicom_proxy.part10 import PIXEL_DATA as PIXEL_DATA_TAG
 from dicom_proxy.status import StoreStatus
 
 __all__ = ["FoundBox", "PixelCleaner", "PixelOutcome", "PixelPreview", "Risk", "TextDetector"]
 
 # Elements that carry image content (PS3.3 C.7.6.3, C.7.6.24, A.45.1.4).
 _PIXEL_DATA = "PixelData"
-# One decode or encode at a time in this process: the C codec libraries (libjpeg, openjpeg,
-# CharLS, RLE) are not all documented as thread-safe, and a crash would take the node down.
-# Detection runs outside the lock (OpenCV and ONNX Runtime are thread-safe), on both cores.
-CODEC_LOCK = threading.Lock()
 _CONTENT_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData", "EncapsulatedDocument")
 _ICON_IMAGE_SEQUENCE = 0x00880200
 _OVERLAY_GROUPS = range(0x6000, 0x6020, 2)  # repeating group 60xx (PS3.3 C.9.2)
@@ -354,20 +350,8 @@ def _value_or_none(dataset: Dataset, keyword: str) -> object:
 
 
 def _header(dataset: Dataset) -> dict[MatchField, str | None]:
-    """Original header values as strings: multi-valued joined with '\\' (PS3.5 6.4)."""
-    header: dict[MatchField, str | None] = {}
-    for field in MatchField:
-        if field.value not in dataset:
-            header[field] = None
-            continue
-        value = dataset.data_element(field.value).value  # type: ignore[union-attr]
-        if value is None:
-            header[field] = ""
-        elif isinstance(value, (str, int, float)):
-            header[field] = str(value).strip()
-        else:
-            header[field] = "\\".join(str(v).strip() for v in value)
-    return header
+    """Original header values for the rules' conditions (shared with profile filters)."""
+    return header_values(dataset)
 
 
 def _remove_icon_and_overlays(dataset: Dataset) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRBigEndian
 
@@ -24,6 +23,7 @@ from dicom_proxy.deidentify.pixels.base import (
 
 _WORD_SIZE = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
 _PIXEL_DATA = 0x7FE00010
+from dicom_proxy.part10 import ConversionError, to_little_endian
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,10 @@ class BigEndianCodec:
 
     def encode(self, dataset: Dataset, pixels: DecodedPixels, plan: MaskPlan) -> None:
         _DECODER.encode(dataset, pixels, plan)  # -> Explicit VR Little Endian
-        to_little_endian(dataset)
+        try:
+            to_little_endian(dataset)
+        except ConversionError as exc:
+            raise PixelError(str(exc)) from None
 
 
 # No lossless target: pydicom decodes big endian and stores the result little endian.
@@ -43,21 +46,3 @@ _DECODER = EncapsulatedCodec(frozenset({ExplicitVRBigEndian}))
 
 
 CODEC = BigEndianCodec()
-
-
-def to_little_endian(dataset: Dataset, *, pixel_data: bool = False) -> None:
-    """Byte-swap the binary word values (OW, OF, OD, OL, OV) of a big endian data set so it
-    can be written little endian (PS3.5 7.3); Pixel Data too when `pixel_data`."""
-    for element in list(dataset):  # iterating converts raw elements with the original order
-        if element.VR == "SQ":
-            for item in element.value:
-                to_little_endian(item, pixel_data=pixel_data)
-        elif (pixel_data or element.tag != _PIXEL_DATA) and element.VR in _WORD_SIZE and element.value:
-            element.value = _swap(element.value, _WORD_SIZE[element.VR])
-    dataset.set_original_encoding(False, True, dataset.original_character_set)
-
-
-def _swap(value: bytes, size: int) -> bytes:
-    if len(value) % size:
-        raise PixelError("binary value length is not a multiple of its word size")
-    return np.frombuffer(value, dtype=f">u{size}").astype(f"<u{size}").tobytes()

@@ -8,35 +8,17 @@ fill. The file format is documented in ``conf/pixel-rules.toml``.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from dicom_proxy.conditions import Condition, MatchField, MatchKind, matches_all, parse_match
 from dicom_proxy.config import ConfigError, read_toml
 
-
-class MatchField(Enum):
-    """Header attributes a rule may match on (DICOM keywords, PS3.6)."""
-
-    MODALITY = "Modality"
-    MANUFACTURER = "Manufacturer"
-    MANUFACTURER_MODEL_NAME = "ManufacturerModelName"
-    ROWS = "Rows"
-    COLUMNS = "Columns"
-    IMAGE_TYPE = "ImageType"
-    SERIES_DESCRIPTION = "SeriesDescription"
-    SOP_CLASS_UID = "SOPClassUID"
-
-
-class MatchKind(Enum):
-    """How a condition compares the header value (after trimming DICOM padding)."""
-
-    EXACT = "exact"
-    PREFIX = "prefix"
-    REGEX = "regex"  # re.fullmatch: the expression must cover the whole value
+# The header conditions are shared with the profile filters (dicom_proxy/conditions.py).
+__all__ = ["Box", "Condition", "MatchField", "MatchKind", "Rectangle", "Rule", "RuleSet", "Units", "load_rules"]
 
 
 class Units(Enum):
@@ -44,25 +26,6 @@ class Units(Enum):
 
     PIXELS = "pixels"
     FRACTION = "fraction"
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One header condition; `values` are alternatives (any of them matches)."""
-
-    field: MatchField
-    kind: MatchKind
-    values: tuple[str, ...]
-    patterns: tuple[re.Pattern[str], ...] = ()
-
-    def matches(self, value: str | None) -> bool:
-        if value is None:
-            return False  # a rule never matches on an absent attribute
-        if self.kind is MatchKind.EXACT:
-            return value in self.values
-        if self.kind is MatchKind.PREFIX:
-            return any(value.startswith(v) for v in self.values)
-        return any(p.fullmatch(value) for p in self.patterns)
 
 
 @dataclass(frozen=True)
@@ -117,7 +80,7 @@ class Rule:
     fill: tuple[int, ...] | None = None
 
     def matches(self, header: Mapping[MatchField, str | None]) -> bool:
-        return all(c.matches(header.get(c.field)) for c in self.conditions)
+        return matches_all(self.conditions, header)
 
     def boxes(self, rows: int, columns: int) -> tuple[Box, ...] | None:
         """The rule's boxes for this geometry; None if any rectangle misses the image.
@@ -184,63 +147,12 @@ def _parse_rule(key: str, t: dict[str, Any], problems: list[str]) -> Rule | None
     if not isinstance(name, str) or not name.strip():
         problems.append(f"{key}.name: required, a non-empty string")
         name = ""
-    conditions = _parse_match(f"{key}.match", t.get("match"), problems)
+    conditions = parse_match(f"{key}.match", t.get("match"), problems)
     rectangles = _parse_rectangles(f"{key}.rectangles", t.get("rectangles"), problems)
     fill = _parse_fill(f"{key}.fill", t.get("fill"), problems)
     if len(problems) > before:
         return None
     return Rule(name=name, conditions=conditions, rectangles=rectangles, fill=fill)
-
-
-def _parse_match(key: str, value: Any, problems: list[str]) -> tuple[Condition, ...]:
-    if not isinstance(value, dict) or not value:
-        problems.append(f"{key}: required, a table with at least one condition")
-        return ()
-    known = {f.value: f for f in MatchField}
-    conditions = []
-    for name, spec in value.items():
-        if name not in known:
-            problems.append(f"{key}.{name}: unknown attribute; known: {', '.join(known)}")
-            continue
-        condition = _parse_condition(f"{key}.{name}", known[name], spec, problems)
-        if condition is not None:
-            conditions.append(condition)
-    return tuple(conditions)
-
-
-def _parse_condition(
-    key: str, field: MatchField, spec: Any, problems: list[str]
-) -> Condition | None:
-    kind, values = MatchKind.EXACT, spec
-    if isinstance(spec, dict):
-        if len(spec) != 1 or next(iter(spec)) not in {k.value for k in MatchKind}:
-            problems.append(f"{key}: a table must have exactly one of 'exact', 'prefix', 'regex'")
-            return None
-        kind_name, values = next(iter(spec.items()))
-        kind = MatchKind(kind_name)
-        key = f"{key}.{kind_name}"
-    alternatives = _alternatives(values)
-    if alternatives is None:
-        problems.append(f"{key}: must be a string, an integer or a non-empty list of them")
-        return None
-    patterns: list[re.Pattern[str]] = []
-    if kind is MatchKind.REGEX:
-        for j, text in enumerate(alternatives):
-            try:
-                patterns.append(re.compile(text))
-            except re.error as exc:
-                problems.append(
-                    f"{key}{'' if len(alternatives) == 1 else f'[{j}]'}: bad regular expression ({exc})"
-                )
-                return None
-    return Condition(field=field, kind=kind, values=alternatives, patterns=tuple(patterns))
-
-
-def _alternatives(values: Any) -> tuple[str, ...] | None:
-    items = values if isinstance(values, list) else [values]
-    if not items or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in items):
-        return None
-    return tuple(str(v) for v in items)
 
 
 def _parse_rectangles(key: str, value: Any, problems: list[str]) -> tuple[Rectangle, ...]:
@@ -274,9 +186,7 @@ def _parse_rectangle(key: str, t: Any, problems: list[str]) -> Rectangle | None:
             problems.append(f"{key}.{name}: required")
         elif units is Units.PIXELS and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
             problems.append(f"{key}.{name}: must be an integer >= 0 (pixels)")
-        elif units is Units.FRACTION and (
-            isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1
-        ):
+        elif units is Units.FRACTION and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1):
             problems.append(f"{key}.{name}: must be a number from 0 to 1 (fraction)")
         else:
             numbers[name] = v
@@ -285,9 +195,7 @@ def _parse_rectangle(key: str, t: Any, problems: list[str]) -> Rectangle | None:
     if numbers["width"] <= 0 or numbers["height"] <= 0:
         problems.append(f"{key}: width and height must be greater than 0")
         return None
-    if units is Units.FRACTION and (
-        numbers["x"] + numbers["width"] > 1 or numbers["y"] + numbers["height"] > 1
-    ):
+    if units is Units.FRACTION and (numbers["x"] + numbers["width"] > 1 or numbers["y"] + numbers["height"] > 1):
         problems.append(f"{key}: x + width and y + height must not exceed 1 (fraction)")
         return None
     return Rectangle(units=units, **numbers)
@@ -297,11 +205,7 @@ def _parse_fill(key: str, value: Any, problems: list[str]) -> tuple[int, ...] | 
     if value is None:
         return None
     items: Sequence[Any] = value if isinstance(value, list) else [value]
-    if (
-        not items
-        or len(items) not in (1, 3)
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in items)
-    ):
+    if not items or len(items) not in (1, 3) or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
         problems.append(f"{key}: must be an integer or a list of 3 integers (one per sample)")
         return None
     return tuple(items)

@@ -1,4 +1,7 @@
-"""Decode what arrives and encode what leaves, without copying or decoding Pixel Data.
+"""Part 10 files (PS3.10 7): decode what arrives, encode what leaves, transcode for delivery.
+
+The one place that reads and writes encoded objects: de-identification decodes and encodes here,
+delivery reads stored files' meta information and converts between transfer syntaxes here.
 
 The header is parsed by pydicom; the top-level Pixel Data value stays a view into the received
 bytes (a RawDataElement holding a memoryview) unless the pixel stage needs it. On the way out,
@@ -9,25 +12,28 @@ view, so a large object is held in memory about once, and each object is encoded
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
+import numpy as np
+from pydicom import dcmread
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_dataset
 from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.pixels.decoders.base import get_decoder
 from pydicom.tag import Tag
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from dicom_proxy import __version__
-from dicom_proxy.deidentify import fastencode
-from dicom_proxy.deidentify.structure import PixelDataSpan, check_structure
+from dicom_proxy import __version__, fastencode
 from dicom_proxy.models import Refused
 from dicom_proxy.status import StoreStatus
+from dicom_proxy.structure import PixelDataSpan, check_structure
 
 # Our Implementation Class UID (PS3.7 D.3.3.2): a fixed 2.25 UID generated once for dicom-proxy.
 IMPLEMENTATION_CLASS_UID = UID("2.25.229395738514155395347318870432585741412")
@@ -38,6 +44,19 @@ MAX_INFLATED_BYTES = 2 * 1024**3
 
 PIXEL_DATA = Tag(0x7FE00010)
 _UNDEFINED = 0xFFFFFFFF
+
+# One pixel decode or encode at a time in this process: the C codec libraries (libjpeg,
+# openjpeg, CharLS, RLE) are not all documented as thread-safe, and a crash would take the node
+# down. The pixel stage and the delivery transcoder both hold it.
+CODEC_LOCK = threading.Lock()
+
+# Every receiver can read these (PS3.5 A.1, A.2; PS3.7 B: Implicit VR Little Endian is the
+# default every node supports): what an object is converted to when its own syntax is refused.
+UNCOMPRESSED_LITTLE_ENDIAN = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+
+class ConversionError(Exception):
+    """The object cannot be converted to the requested transfer syntax. No values in the message."""
 
 
 @dataclass(frozen=True)
@@ -224,3 +243,141 @@ def _write_elements(elements: Sequence[DataElement | RawDataElement], syntax: UI
     buffer.is_implicit_VR = syntax.is_implicit_VR
     write_dataset(buffer, tail)
     return buffer.getvalue()
+
+
+# -- delivery: what a stored file is and what it can be sent as ------------------------------
+
+
+@dataclass(frozen=True)
+class FileMeta:
+    """The File Meta Information delivery needs (PS3.10 7.1); the UIDs are pseudonyms."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: UID
+
+
+def read_file_meta(path: Path) -> FileMeta | None:
+    """The stored file's meta information, or None when it is not a readable Part 10 file.
+
+    I/O errors (OSError) are not an answer about the file and propagate.
+    """
+    with open(path, "rb") as handle:
+        preamble = handle.read(132)
+        if len(preamble) < 132 or preamble[128:] != b"DICM":
+            return None
+        try:
+            meta = _read_file_meta_info(handle)
+            return FileMeta(
+                str(meta.MediaStorageSOPClassUID),
+                str(meta.MediaStorageSOPInstanceUID),
+                UID(str(meta.TransferSyntaxUID)),
+            )
+        except (AttributeError, KeyError, ValueError, EOFError, struct.error):
+            return None  # a required element missing or unparsable: not a usable Part 10 file
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The identity that names a delivered file (`<Study>/<Series>/<SOP>.dcm`); pseudonyms."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+
+
+def read_identity(path: Path) -> Identity | None:
+    """Study, Series and SOP Instance UID of a stored file; None when its header does not parse.
+
+    I/O errors (OSError) are not an answer about the file and propagate.
+    """
+    try:
+        header = dcmread(
+            path,
+            stop_before_pixels=True,
+            specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"],
+        )
+        return Identity(str(header.StudyInstanceUID), str(header.SeriesInstanceUID), str(header.SOPInstanceUID))
+    except OSError:
+        raise
+    except Exception:
+        return None  # pydicom's verdict on this header, whatever it raises: it does not parse
+
+
+def sendable_syntaxes(syntax: UID) -> tuple[UID, ...]:
+    """Every transfer syntax an object stored in `syntax` may be sent in, best first.
+
+    Its own syntax first (sent as stored, never decoded), then the uncompressed little-endian
+    syntaxes it converts to without further loss (PS3.5 A.2, A.4: decoding a compressed stream
+    adds no loss). A compressed syntax that no installed decoder reads has only itself.
+    """
+    if not syntax.is_transfer_syntax:
+        return (syntax,)
+    if syntax.is_compressed and not _decodable(syntax):
+        return (syntax,)
+    return (syntax, *(s for s in UNCOMPRESSED_LITTLE_ENDIAN if s != syntax))
+
+
+def _decodable(syntax: UID) -> bool:
+    try:
+        return bool(get_decoder(syntax).is_available)
+    except NotImplementedError:
+        return False
+
+
+def transcode(path: Path, target: UID) -> Encoded:
+    """Re-encode the stored Part 10 file at `path` in `target` (an uncompressed little-endian
+    syntax): decompress encapsulated Pixel Data (PS3.5 A.4), swap big-endian words (PS3.5 7.3),
+    switch implicit/explicit VR (PS3.5 7.1). The SOP Instance UID never changes.
+
+    Raises ConversionError when this object cannot be decoded or converted.
+    """
+    if target not in UNCOMPRESSED_LITTLE_ENDIAN:
+        raise ConversionError(f"conversion to {target.name} is not offered")
+    try:
+        dataset = read_file(path)
+    except Refused:
+        raise ConversionError("stored file does not parse") from None
+    materialize_pixel_data(dataset)
+    source = UID(dataset.file_meta.TransferSyntaxUID)
+    if source.is_compressed:
+        if PIXEL_DATA in dataset:
+            _decompress(dataset, source)
+    elif not source.is_little_endian:
+        to_little_endian(dataset, pixel_data=True)
+    dataset.file_meta.TransferSyntaxUID = target
+    return encode(dataset)
+
+
+def _decompress(dataset: Dataset, source: UID) -> None:
+    if not _decodable(source):
+        raise ConversionError(f"no decoder for {source.name}")
+    try:
+        with CODEC_LOCK:
+            # Colour JPEG decodes to RGB and Photometric Interpretation says so; a new SOP
+            # Instance UID would break the pseudonym mapping.
+            dataset.decompress(generate_instance_uid=False)
+    except Exception as exc:
+        # The decoder's verdict on this object's stream (corrupt, unsupported layout).
+        raise ConversionError(f"Pixel Data cannot be decoded from {source.name} ({type(exc).__name__})") from None
+
+
+_WORD_SIZE = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+
+
+def to_little_endian(dataset: Dataset, *, pixel_data: bool = False) -> None:
+    """Byte-swap the binary word values (OW, OF, OD, OL, OV) of a big endian data set so it
+    can be written little endian (PS3.5 7.3); Pixel Data too when `pixel_data`."""
+    for element in list(dataset):  # iterating converts raw elements with the original order
+        if element.VR == "SQ":
+            for item in element.value:
+                to_little_endian(item, pixel_data=pixel_data)
+        elif (pixel_data or element.tag != PIXEL_DATA) and element.VR in _WORD_SIZE and element.value:
+            element.value = _swap(element.value, _WORD_SIZE[element.VR])
+    dataset.set_original_encoding(False, True, dataset.original_character_set)
+
+
+def _swap(value: bytes, size: int) -> bytes:
+    if len(value) % size:
+        raise ConversionError("binary value length is not a multiple of its word size")
+    return np.frombuffer(value, dtype=f">u{size}").astype(f"<u{size}").tobytes()
