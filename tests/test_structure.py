@@ -65,3 +65,11 @@ def test_un_of_undefined_length_is_walked_as_implicit_sequence() -> None:
     check_structure(un, False, True)
     with pytest.raises(StructureError):
         check_structure(un[:-8], False, True)
+
+
+def test_trailing_nul_padding_ends_the_data_set() -> None:
+    body = b"\x10\x00\x10\x00PN\x04\x00DOE^"
+    span, end = check_structure(body + bytes(7), False, True)
+    assert span is None and end == len(body)
+    with pytest.raises(StructureError):
+        check_structure(body + b"\x00\x00\x00\x00\x01", False, True)  # not only NUL bytes

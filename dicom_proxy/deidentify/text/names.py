@@ -25,6 +25,17 @@ _WORD = re.compile(r"[^\W_]+")
 _TOKEN = re.compile(r"[^\W_]+")
 
 
+def _bounded(text: str, start: int, end: int) -> bool:
+    """Not inside a longer run of letters or digits, nor a longer dotted number (a UID)."""
+    before = text[start - 1] if start else " "
+    after = text[end] if end < len(text) else " "
+    if before.isalnum() or after.isalnum():
+        return False
+    if before == "." and start >= 2 and text[start - 2].isdigit():
+        return False
+    return not (after == "." and end + 1 < len(text) and text[end + 1].isdigit())
+
+
 def _alternation(terms: Iterable[str]) -> str:
     return "|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True))
 
@@ -97,10 +108,9 @@ class Matcher:
         unspaced = [t for t in names if has_unspaced(t)]
         self._inner = re.compile(_alternation(inner)) if inner else None
         self._unspaced = re.compile(_alternation(unspaced)) if unspaced else None
-        values = list(identifiers.values)
-        self._values = (
-            re.compile(r"(?<![^\W_])(?<!\d\.)(?:" + _alternation(values) + r")(?![^\W_])(?!\.\d)") if values else None
-        )
+        # Whole values (IDs, dates, UIDs) are many and differ per object: found with str.find
+        # and a boundary check, not one regex compiled per object.
+        self._values = sorted(identifiers.values, key=len, reverse=True)
         self.words = frozenset(identifiers.words)
         self.kept = frozenset(identifiers.kept)
         self.initials = frozenset(identifiers.initials)
@@ -116,9 +126,13 @@ class Matcher:
 
     def hits(self, text: str) -> Iterator[Hit]:
         """Identifying terms in folded `text` (names and whole values; not identifier words)."""
-        if self._values is not None:
-            for match in self._values.finditer(text):
-                yield Hit(*match.span(), self.origins[match.group()])
+        for term in self._values:
+            start = text.find(term)
+            while start != -1:
+                end = start + len(term)
+                if _bounded(text, start, end):
+                    yield Hit(start, end, self.origins[term])
+                start = text.find(term, start + 1)
         if self._unspaced is not None and has_unspaced(text):
             for match in self._unspaced.finditer(text):
                 yield Hit(*match.span(), self.origins[match.group()])
