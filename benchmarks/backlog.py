@@ -13,7 +13,7 @@ from pathlib import Path
 
 from benchmarks.corpus import make_corpus
 from benchmarks.network import count_files, proxy_config
-from tests.netpeers import DCMTK_ENV, Proxy, StoreSCP, free_port, require_tool, wait_until, write_config
+from tests.netpeers import DCMTK_ENV, Proxy, StoreSCP, free_port, storescu_command, wait_until, write_config
 
 
 @dataclass(frozen=True)
@@ -42,22 +42,9 @@ def backlog(work_root: Path, corpus_root: Path, count: int, size: int) -> Backlo
         try:
             t0 = time.monotonic()
             result = subprocess.run(
-                [
-                    require_tool("storescu"),
-                    "-v",
-                    "-aec",
-                    "DEID_PROXY",
-                    "-aet",
-                    "BENCH",
-                    "-to",
-                    "60",
-                    "+sd",
-                    "+r",
-                    "-nh",
-                    "127.0.0.1",
-                    str(proxy.port),
-                    str(corpus_root),
-                ],
+                storescu_command(
+                    proxy.port, [corpus_root], calling="BENCH", options=("-v", "-to", "60", "+sd", "+r", "-nh")
+                ),
                 capture_output=True,
                 env=DCMTK_ENV,
                 timeout=600 + count,

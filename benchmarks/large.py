@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmarks.corpus import MiB, make_large
 from benchmarks.network import child_pids, proxy_config, tree_hwm_mib
-from tests.netpeers import DCMTK_ENV, Proxy, StoreSCP, free_port, require_tool, write_config
+from tests.netpeers import DCMTK_ENV, Proxy, StoreSCP, free_port, storescu_command, write_config
 
 
 @dataclass(frozen=True)
@@ -50,20 +50,9 @@ def large_object(work_root: Path, frames: int, size: int, timeout: float) -> Lar
         t0 = time.monotonic()
         with open(work / "storescu.log", "wb") as log:
             sender = subprocess.Popen(
-                [
-                    require_tool("storescu"),
-                    "-v",
-                    "-aec",
-                    "DEID_PROXY",
-                    "-aet",
-                    "BENCH",
-                    "-to",
-                    "60",
-                    "-nh",
-                    "127.0.0.1",
-                    str(proxy.port),
-                    str(work / "input" / "large.dcm"),
-                ],
+                storescu_command(
+                    proxy.port, [work / "input" / "large.dcm"], calling="BENCH", options=("-v", "-to", "60", "-nh")
+                ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=DCMTK_ENV,

@@ -39,7 +39,7 @@ from tests.netpeers import (
     base_config,
     dicom_destination,
     free_port,
-    require_tool,
+    storescu_command,
     write_config,
 )
 
@@ -262,23 +262,13 @@ def send_and_wait(
         logs.append(log)
         procs.append(
             subprocess.Popen(
-                [
-                    require_tool("storescu"),
-                    "-v",
-                    "-aec",
-                    called,
-                    "-aet",
-                    f"BENCH{k}",
-                    "-to",
-                    "60",
-                    "+sd",
-                    "+r",
-                    "-nh",
-                    *sender_args,
-                    "127.0.0.1",
-                    str(port),
-                    *map(str, group),
-                ],
+                storescu_command(
+                    port,
+                    group,
+                    called=called,
+                    calling=f"BENCH{k}",
+                    options=("-v", "-to", "60", "+sd", "+r", "-nh", *sender_args),
+                ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=DCMTK_ENV,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.netpeers import DCMTK_ENV, require_tool
+from tests.netpeers import DCMTK_ENV, storescu_command
 
 
 @dataclass(frozen=True)
@@ -63,18 +63,7 @@ def _serve(event_driven: bool) -> Any:
 def _send(port: int, files: list[Path]) -> float:
     started = time.perf_counter()
     subprocess.run(
-        [
-            require_tool("storescu"),
-            "-aec",
-            "DEID_PROXY",
-            "-aet",
-            "BENCH",
-            "-to",
-            "60",
-            "127.0.0.1",
-            str(port),
-            *map(str, files),
-        ],
+        storescu_command(port, files, calling="BENCH", options=("-to", "60")),
         check=True,
         capture_output=True,
         env=DCMTK_ENV,

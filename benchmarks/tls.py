@@ -21,7 +21,7 @@ from tests.netpeers import (
     base_config,
     dicom_destination,
     free_port,
-    require_tool,
+    storescu_command,
     wait_until,
     write_config,
 )
@@ -72,8 +72,7 @@ def tls_both_sides(work_root: Path, files: list[Path], timeout: float = 600) -> 
         with archive, Proxy(write_config(work / "proxy.toml", config), work) as proxy:
             t0 = time.monotonic()
             subprocess.run(
-                [require_tool("storescu"), "-aec", "DEID_PROXY", "-aet", "BENCH", "-to", "60", "-nh",
-                 *sender_args, "127.0.0.1", str(proxy.port), *map(str, files)],
+                storescu_command(proxy.port, files, calling="BENCH", options=("-to", "60", "-nh", *sender_args)),
                 capture_output=True, env=DCMTK_ENV, timeout=timeout, check=False,
             )  # fmt: skip
             arrived = wait_until(lambda scp=archive: len(scp.files()) >= len(files), timeout, interval=0.02)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,23 +258,25 @@ class StoreResult:
 _STATUS = re.compile(r"Received Store Response \(([^)]*)\)")
 
 
+def storescu_command(
+    port: int,
+    files: Iterable[Path],
+    *,
+    called: str = "DEID_PROXY",
+    calling: str = "STORESCU",
+    options: Sequence[str] = (),
+) -> list[str]:
+    """dcmtk storescu sending `files` to 127.0.0.1:`port`; `options` go between the AE titles and the address."""
+    return [require_tool("storescu"), "-aec", called, "-aet", calling, *options, "127.0.0.1", str(port), *map(str, files)]
+
+
 def storescu(
     port: int, files: Iterable[Path], called: str = "DEID_PROXY", calling: str = "STORESCU", timeout: float = 300
 ) -> StoreResult:
     """Send `files` in one association; return the per-object response statuses as printed."""
+    options = ("-v", "-to", "30", "+sd", "-nh")  # -nh: no halt on a failed store, report every status
     result = subprocess.run(
-        [
-            require_tool("storescu"),
-            "-v",
-            "-aec", called,
-            "-aet", calling,
-            "-to", "30",
-            "+sd",
-            "-nh",  # no halt on an unsuccessful store: report each object's status
-            "127.0.0.1",
-            str(port),
-            *map(str, files),
-        ],
+        storescu_command(port, files, called=called, calling=calling, options=options),
         capture_output=True,
         env=DCMTK_ENV,
         timeout=timeout,
