@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from io import BytesIO
 
@@ -34,7 +35,7 @@ def _received(rows: int = 64, columns: int = 64) -> ReceivedObject:
 
 @pytest.fixture
 def pooled() -> Iterator[workers.PooledEngine]:
-    pool = workers.PooledEngine(engine(), 2)
+    pool = workers.PooledEngine(engine(), 2, alone_in_process=False)  # every object to a worker
     yield pool
     pool.close()
 
@@ -123,9 +124,51 @@ class _Observer:
 
 def test_stage_timings_measured_in_a_worker_reach_the_nodes_observer() -> None:
     observer = _Observer()
-    pool = workers.PooledEngine(Engine(header_config(), KEY, observer), 1)
+    pool = workers.PooledEngine(Engine(header_config(), KEY, observer), 1, alone_in_process=False)
     try:
         pool.deidentify_received(_received())
     finally:
         pool.close()
     assert observer.stages == [stage.value for stage in Stage]
+
+
+class _Holding:
+    """Stands in for the in-process engine: counts its objects and holds the first one until
+    told to go on."""
+
+    def __init__(self, wrapped: Engine) -> None:
+        self.wrapped = wrapped
+        self._observer = None
+        self.calls = 0
+        self.entered = threading.Event()
+        self.go_on = threading.Event()
+
+    def deidentify_received(self, received: ReceivedObject) -> object:
+        self.calls += 1
+        self.entered.set()
+        assert self.go_on.wait(30)
+        return self.wrapped.deidentify_received(received)
+
+
+def test_a_lone_object_stays_in_the_receiving_process_and_a_concurrent_one_goes_to_a_worker() -> None:
+    pool = workers.PooledEngine(engine(), 1)
+    holding = _Holding(pool._engine)
+    pool._engine = holding  # type: ignore[assignment]
+    expected = engine().deidentify_received(_received()).encoded
+    results: list[bytes] = []
+    try:
+        first = threading.Thread(target=lambda: results.append(pool.deidentify_received(_received()).encoded))
+        first.start()
+        assert holding.entered.wait(30)
+        # The first object is in flight in this process: the second goes to the worker.
+        assert pool.deidentify_received(_received()).encoded == expected
+        assert holding.calls == 1
+        holding.go_on.set()
+        first.join(30)
+        assert results == [expected]
+        # Alone again: in this process.
+        assert pool.deidentify_received(_received()).encoded == expected
+        assert holding.calls == 2
+    finally:
+        holding.go_on.set()
+        pool.close()

@@ -6,9 +6,10 @@ written, as ISO_IR 192."""
 
 from __future__ import annotations
 
-from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+
+from dicom_proxy.dictionary import definition_vr
 
 _TEXT_VRS = frozenset({b"LO", b"LT", b"PN", b"SH", b"ST", b"UC", b"UT", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 _SINGLE_BYTE = ("", "ISO_IR 6", "ISO_IR 100")
@@ -27,7 +28,7 @@ def declare_undeclared_utf8(dataset: Dataset) -> None:
         return
     seen_utf8 = False
     for element in dataset.elements():
-        vr = element.VR if element.VR is not None else _dictionary_vr(int(element.tag))
+        vr = element.VR if element.VR is not None else (definition_vr(int(element.tag)) or "")
         if not isinstance(element, RawDataElement) or vr not in _TEXT_VRS or not element.value:
             continue
         value = bytes(element.value)
@@ -41,9 +42,3 @@ def declare_undeclared_utf8(dataset: Dataset) -> None:
     if seen_utf8:
         dataset.SpecificCharacterSet = "ISO_IR 192"
 
-
-def _dictionary_vr(tag: int) -> str:
-    try:
-        return "" if tag >> 16 & 1 else str(dictionary_VR(tag))
-    except KeyError:
-        return ""

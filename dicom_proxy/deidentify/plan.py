@@ -9,7 +9,6 @@ UIDs. Clean removes them from text; verify searches the output for them.
 
 from __future__ import annotations
 
-from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -18,6 +17,7 @@ from dicom_proxy.deidentify import pseudonyms
 from dicom_proxy.deidentify.context import Context
 from dicom_proxy.deidentify.text import Identifiers, TextCleaner, Vocabulary
 from dicom_proxy.deidentify.uids import is_well_known
+from dicom_proxy.dictionary import attribute_name, definition_vr
 from dicom_proxy.policy import Action, Policy, Rule
 from dicom_proxy.policy.resolve import cheap_elements, converted, rule_for
 
@@ -37,7 +37,7 @@ def make_plan(dataset: Dataset, policy: Policy, key: bytes, vocabulary: Vocabula
 
 def _walk(dataset: Dataset, policy: Policy, identifiers: Identifiers, vocabulary: frozenset[str], prefix: str) -> None:
     for raw, vr in cheap_elements(dataset):
-        if vr != "SQ" and vr not in _TEXT_VRS and _definition_vr(int(raw.tag)) not in ("PN", "SQ"):
+        if vr != "SQ" and vr not in _TEXT_VRS and definition_vr(int(raw.tag)) not in ("PN", "SQ"):
             continue  # numbers and binary carry no identifying text: not even converted
         element = converted(dataset, raw)
         path = prefix + element_path(element)
@@ -67,7 +67,7 @@ def _kind(policy: Policy, tag: int, vr: str) -> str:
 
     Decided by the attribute's definition, not by the VR the sender declared: Patient's Name
     sent as LO is still a name."""
-    definition = _definition_vr(tag)
+    definition = definition_vr(tag)
     if vr == "PN" or definition == "PN":
         return "name"
     rule: Rule | None = policy.rules.get(tag)
@@ -78,19 +78,10 @@ def _kind(policy: Policy, tag: int, vr: str) -> str:
     return ""
 
 
-def _definition_vr(tag: int) -> str:
-    if tag >> 16 & 1:
-        return ""
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:
-        return ""
-
 
 def element_path(element: DataElement) -> str:
     """The name of `element` in attribute paths (plan's origins, verify's places)."""
-    tag = element.tag
-    return element.keyword or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+    return attribute_name(int(element.tag))
 
 
 def _strings(value: object) -> list[str]:

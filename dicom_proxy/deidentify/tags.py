@@ -12,7 +12,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -23,6 +22,7 @@ from dicom_proxy.deidentify.dates import shift_da, shift_dt
 from dicom_proxy.deidentify.text.codes import standard_meaning
 from dicom_proxy.deidentify.uids import map_uid, normalise_legacy_uid
 from dicom_proxy.deidentify.values import dummy_value
+from dicom_proxy.dictionary import attribute_name
 from dicom_proxy.models import Refused
 from dicom_proxy.policy import Action, Rule, TextMode
 from dicom_proxy.policy.resolve import cheap_elements, converted, rule_for
@@ -88,7 +88,7 @@ def _check_number_string(dataset: Dataset, raw: RawDataElement) -> None:
         )
         dataset[raw.tag] = raw._replace(value=fixed)
         return
-    keyword = keyword_for_tag(raw.tag) or f"({raw.tag >> 16:04X},{raw.tag & 0xFFFF:04X})"
+    keyword = attribute_name(int(raw.tag))
     raise Refused(f"{keyword}: {raw.VR or 'DS/IS'} value is not a number")
 
 

@@ -19,7 +19,6 @@ from io import BytesIO
 
 from pydicom import dcmread
 from pydicom.charset import convert_encodings, decode_bytes
-from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
@@ -30,6 +29,7 @@ from dicom_proxy.deidentify.context import Context
 from dicom_proxy.deidentify.record import expected_strings
 from dicom_proxy.deidentify.text import fold, scrub_spans
 from dicom_proxy.deidentify.values import DUMMY_STRINGS
+from dicom_proxy.dictionary import attribute_name
 from dicom_proxy.models import Refused
 from dicom_proxy.part10 import Encoded
 from dicom_proxy.policy import Action, Rule, TextMode
@@ -85,7 +85,7 @@ class _Checker:
             tag = int(raw.tag)
             if top and tag in _PIXEL_DATA:
                 continue
-            path = prefix + _name(_META_ALIASES.get(tag, tag))
+            path = prefix + attribute_name(_META_ALIASES.get(tag, tag))
             if vr == "SQ":
                 for index, item in enumerate(dataset[tag].value or ()):
                     self.walk(item, f"{path}[{index}].")
@@ -145,6 +145,3 @@ class _Checker:
             return True
         return top and tag in _RECORD and value in self.record
 
-
-def _name(tag: int) -> str:
-    return keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
+from dicom_proxy.dictionary import definition_vr as _dictionary_vr
 from dicom_proxy.policy.actions import Action
 from dicom_proxy.policy.model import Policy, Rule
 from dicom_proxy.policy.special import (
@@ -57,14 +57,6 @@ def cheap_elements(dataset: Dataset) -> Iterator[tuple[DataElement | RawDataElem
             declared = element.VR
         yield element, _trusted_vr(tag, str(declared))
 
-
-def _dictionary_vr(tag: int) -> str | None:
-    if tag >> 16 & 1:
-        return None
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:
-        return None
 
 
 def _trusted_vr(tag: int, declared: str) -> str:
