@@ -12,9 +12,10 @@ original characters:
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from dicom_proxy.deidentify.text.names import Matcher
-from dicom_proxy.deidentify.text.normalise import Folded, folded, has_unspaced
+from dicom_proxy.deidentify.text.normalise import CACHED_TEXT, Folded, folded, has_unspaced
 from dicom_proxy.deidentify.text.patterns import (
     RELATIONS,
     SUFFIXES,
@@ -98,8 +99,19 @@ class TextCleaner:
         return spans
 
 
-def _titled(original: str, fold: Folded) -> list[tuple[int, int]]:
+def _titled(original: str, fold: Folded) -> tuple[tuple[int, int], ...]:
     """Names after a title ("Dr. X") or a relation ("wife X"), or before a suffix ("X MD")."""
+    if len(original) > CACHED_TEXT:
+        return tuple(_titled_spans(original, fold))
+    return _cached_titled(original)
+
+
+@lru_cache(maxsize=4096)
+def _cached_titled(original: str) -> tuple[tuple[int, int], ...]:
+    return tuple(_titled_spans(original, folded(original)))  # the text alone decides (normalise.py)
+
+
+def _titled_spans(original: str, fold: Folded) -> list[tuple[int, int]]:
     text = fold.text
     spans: list[tuple[int, int]] = []
     tokens = list(_TOKEN.finditer(text))

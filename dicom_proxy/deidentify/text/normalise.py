@@ -68,7 +68,25 @@ class Folded:
         return first, last
 
 
+# Short texts repeat between objects (a series' description, a protocol name), and what is
+# derived from a text alone (its folding; in patterns.py and clean.py, the spans the patterns
+# find) is computed once per process for those. Memory only and bounded (4,096 texts each);
+# nothing of one object is compared with another's this way.
+CACHED_TEXT = 256
+
+
 def folded(text: str) -> Folded:
+    if len(text) <= CACHED_TEXT:
+        return _cached_folded(text)
+    return _folded(text)
+
+
+@lru_cache(maxsize=4096)
+def _cached_folded(text: str) -> Folded:
+    return _folded(text)
+
+
+def _folded(text: str) -> Folded:
     if text.isascii():
         return Folded(text.lower(), tuple(range(len(text))), len(text))
     chars: list[str] = []
