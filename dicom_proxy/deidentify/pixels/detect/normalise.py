@@ -42,7 +42,7 @@ def to_8bit(frame: np.ndarray, monochrome1: bool = False) -> np.ndarray:
         index = frame.view(np.uint8 if frame.dtype.itemsize == 1 else np.uint16)
         if info.min < 0:  # two's complement bit patterns: the table starts at the most negative value
             table = np.roll(table, info.min)
-        out: np.ndarray = table[index]
+        out: np.ndarray = np.take(table, index)  # same as table[index], twice as fast
         return out
     return _scale(frame.astype(np.float32), low, high, vmin + tolerance, vmax - tolerance, monochrome1)
 

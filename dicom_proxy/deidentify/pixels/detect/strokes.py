@@ -235,22 +235,6 @@ class _Piece:
     height: int
     score: float
 
-    def beside(self, other: _Piece) -> bool:
-        """Part of the same text: heights within a factor 2, and either on the same line
-        (rows overlap by most of the smaller height, gap at most 1.5 times the taller height)
-        or the next line of the same block (columns overlap by most of the narrower piece,
-        vertical gap at most the taller height)."""
-        low, high = sorted((self.height, other.height))
-        if high > 2 * low:
-            return False
-        rows = min(self.top + self.height, other.top + other.height) - max(self.top, other.top)
-        gap = max(other.left - (self.left + self.width), self.left - (other.left + other.width))
-        if rows >= 0.6 * low and gap <= 1.5 * high:
-            return True
-        columns = min(self.left + self.width, other.left + other.width) - max(self.left, other.left)
-        vertical = max(other.top - (self.top + self.height), self.top - (other.top + other.height))
-        return columns >= 0.6 * min(self.width, other.width) and vertical <= high
-
 
 def _grow(lines: list[_Piece], pieces: list[_Piece]) -> list[_Piece]:
     """Lines absorb the pieces beside them (the rest of a line split at a wide word gap or
@@ -259,14 +243,34 @@ def _grow(lines: list[_Piece], pieces: list[_Piece]) -> list[_Piece]:
     frontier = list(lines)
     remaining = pieces
     while frontier and remaining:
-        added: list[_Piece] = []
-        left_over: list[_Piece] = []
-        for piece in remaining:
-            host = next((line for line in frontier if line.beside(piece)), None)
-            if host is None:
-                left_over.append(piece)
-            else:
-                added.append(_Piece(piece.left, piece.top, piece.width, piece.height, host.score))
+        near = _beside(remaining, frontier)
+        found = near.any(axis=1)
+        host = near.argmax(axis=1)  # the first line of the frontier beside each piece
+        added = [
+            _Piece(piece.left, piece.top, piece.width, piece.height, frontier[int(host[i])].score)
+            for i, piece in enumerate(remaining)
+            if found[i]
+        ]
         grown += added
-        frontier, remaining = added, left_over
+        frontier, remaining = added, [piece for i, piece in enumerate(remaining) if not found[i]]
     return grown
+
+
+def _beside(pieces: list[_Piece], lines: list[_Piece]) -> np.ndarray:
+    """(pieces, lines) booleans: piece i is part of the same text as line j. Heights within a
+    factor 2, and either on the same line (rows overlap by most of the smaller height, gap at
+    most 1.5 times the taller height) or the next line of the same block (columns overlap by
+    most of the narrower piece, vertical gap at most the taller height)."""
+    p = np.array([(x.left, x.top, x.width, x.height) for x in pieces], dtype=np.int64)[:, None, :]
+    q = np.array([(x.left, x.top, x.width, x.height) for x in lines], dtype=np.int64)[None, :, :]
+    p_left, p_top, p_width, p_height = (p[..., k] for k in range(4))
+    q_left, q_top, q_width, q_height = (q[..., k] for k in range(4))
+    low, high = np.minimum(p_height, q_height), np.maximum(p_height, q_height)
+    rows = np.minimum(p_top + p_height, q_top + q_height) - np.maximum(p_top, q_top)
+    gap = np.maximum(p_left - (q_left + q_width), q_left - (p_left + p_width))
+    same_line = (rows >= 0.6 * low) & (gap <= 1.5 * high)
+    columns = np.minimum(p_left + p_width, q_left + q_width) - np.maximum(p_left, q_left)
+    vertical = np.maximum(p_top - (q_top + q_height), q_top - (p_top + p_height))
+    next_line = (columns >= 0.6 * np.minimum(p_width, q_width)) & (vertical <= high)
+    near: np.ndarray = (high <= 2 * low) & (same_line | next_line)
+    return near
