@@ -53,6 +53,14 @@ def _received(path: Path) -> Any:
     )
 
 
+def _as_the_node_reads() -> None:
+    """pydicom reads values without validating them in the node (service.configure_logging:
+    its warnings would quote values): measure the engine the same way."""
+    from pydicom import config
+
+    config.settings.reading_validation_mode = config.IGNORE
+
+
 def engine_in_process(
     work_root: Path, corpus_root: Path, size: int, detect: bool, repeat_to: int = 200
 ) -> EngineResult:
@@ -66,6 +74,7 @@ def engine_in_process(
     if problem:
         return EngineResult(label, None, note=f"skipped: not in this build ({problem})")
     warnings.simplefilter("ignore")
+    _as_the_node_reads()
     engine = Engine(parse_config(raw).deidentify, os.urandom(32))
     objects = [_received(p) for p in make_corpus(corpus_root, 50, size)]
     for obj in objects[:3]:

@@ -230,6 +230,8 @@ def _clean_strings(element: DataElement, context: Context, rule: Rule) -> None:
     cleaned = [text if text or not v.strip() else dummy_value(element.VR) for text, v in zip(cleaned, originals)]
     if element.VR == "CS":
         cleaned = [text[:16] for text in cleaned]
+    if cleaned == originals:
+        return  # nothing to remove: the value stays as it was (setting it again costs pydicom's checks)
     element.value = cleaned if isinstance(value, (list, MultiValue)) else cleaned[0]
 
 
