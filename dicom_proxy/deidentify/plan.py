@@ -9,7 +9,7 @@ UIDs. Clean removes them from text; verify searches the output for them.
 
 from __future__ import annotations
 
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -39,6 +39,8 @@ def _walk(dataset: Dataset, policy: Policy, identifiers: Identifiers, vocabulary
     for raw, vr in cheap_elements(dataset):
         if vr != "SQ" and vr not in _TEXT_VRS and definition_vr(int(raw.tag)) not in ("PN", "SQ"):
             continue  # numbers and binary carry no identifying text: not even converted
+        if isinstance(raw, RawDataElement) and raw.VR == vr and not _kind(policy, int(raw.tag), vr):
+            continue  # its declared VR stands and says "not identifying": nothing to collect
         element = converted(dataset, raw)
         path = prefix + element_path(element)
         if element.VR == "SQ":
