@@ -26,6 +26,7 @@ from pydicom.uid import UID
 
 from dicom_proxy.deidentify import pseudonyms
 from dicom_proxy.deidentify.context import Context
+from dicom_proxy.deidentify.elements import Level, Unusual, default_encodings, read_output
 from dicom_proxy.deidentify.record import expected_strings
 from dicom_proxy.deidentify.text import fold, scrub_spans
 from dicom_proxy.deidentify.values import DUMMY_STRINGS
@@ -33,7 +34,7 @@ from dicom_proxy.dictionary import attribute_name
 from dicom_proxy.models import Refused
 from dicom_proxy.part10 import Encoded
 from dicom_proxy.policy import Action, Rule, TextMode
-from dicom_proxy.policy.resolve import cheap_elements, rule_for
+from dicom_proxy.policy.resolve import cheap_elements, rule_at, rule_for, trusted_vr
 
 _PIXEL_DATA = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _NUMBERS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "AT", "UV", "SV", "OF", "OD", "OL", "OV", "US or SS"})
@@ -48,10 +49,25 @@ def verify(encoded: Encoded, context: Context) -> None:
     The engine hands over the output with its Encrypted Content (0400,0520), if any, zeroed
     (encrypt.without_encrypted_content): ciphertext would match short values by chance.
     """
-    meta, dataset = _parse(encoded)
     checker = _Checker(context)
-    checker.walk(meta, "", top=True)
-    checker.walk(dataset, "", top=True)
+    try:
+        # The usual encoding, read by elements.py; checks that pass here would pass there too.
+        raw_meta, raw_dataset = read_output(_searched_parts(encoded))
+        checker.walk_read(raw_meta, "", default_encodings(), top=True)
+        checker.walk_read(raw_dataset, "", default_encodings(), top=True)
+    except Unusual:
+        meta, dataset = _parse(encoded)
+        checker.walk(meta, "", top=True)
+        checker.walk(dataset, "", top=True)
+
+
+def _searched_parts(encoded: Encoded) -> list[bytes | memoryview]:
+    """The header part and the parts after an untouched Pixel Data value (its own header and
+    any delimiter are left out: they hold no text)."""
+    parts = list(encoded.parts)
+    if encoded.pixel_value is None:
+        return parts
+    return [parts[0], *(p for p in parts[encoded.pixel_value + 1 :] if bytes(p) not in _DELIMITERS)]
 
 
 def _parse(encoded: Encoded) -> tuple[Dataset, Dataset]:
@@ -96,6 +112,33 @@ class _Checker:
             for text in self._decodings(raw, vr, encodings):
                 self._check(text, tag, vr, path, rule, top)
 
+    def walk_read(self, level: Level, prefix: str, inherited: list[str], top: bool = False) -> None:
+        """`walk` over what elements.read_output read: the same checks on the same values."""
+        encodings = level.encodings(inherited)
+        policy = self.context.policy
+        for element in level.elements:
+            tag = element.tag
+            if top and tag in _PIXEL_DATA:
+                continue
+            path = prefix + attribute_name(_META_ALIASES.get(tag, tag))
+            vr = trusted_vr(tag, element.VR)
+            if vr == "SQ":
+                for index, item in enumerate(element.items):
+                    self.walk_read(item, f"{path}[{index}].", encodings)
+                continue
+            if element.VR == "SQ":
+                raise Unusual("a sequence where the dictionary has none")  # pydicom reads its bytes
+            if vr in _NUMBERS:
+                continue
+            if tag in _META_ALIASES:
+                rule: Rule | None = policy.rules.get(_META_ALIASES[tag]) or policy.unlisted("UI")
+            elif tag >> 16 == 2:
+                rule = None
+            else:
+                rule = rule_at(policy, tag, vr, lambda creator: level.creator(creator, encodings))
+            for text in self._decodings_of(element.value, encodings):
+                self._check(text, tag, vr, path, rule, top)
+
     def _rule(self, dataset: Dataset, raw: DataElement | RawDataElement, vr: str, tag: int) -> Rule | None:
         if tag in _META_ALIASES:  # File Meta copies of the data set's SOP Class/Instance UIDs
             return self.context.policy.rules.get(_META_ALIASES[tag]) or self.context.policy.unlisted("UI")
@@ -104,17 +147,22 @@ class _Checker:
     def _decodings(self, raw: DataElement | RawDataElement, vr: str, encodings: list[str]) -> list[str]:
         value = raw.value
         if isinstance(value, (bytes, bytearray, memoryview)):
-            data = bytes(value)
-            if data.isascii():
-                return [data.decode("ascii")]
-            texts = {data.decode("utf-8", "ignore"), data.decode("latin-1")}
-            try:
-                texts.add(decode_bytes(data, encodings, set()))
-            except Exception:
-                pass
-            return sorted(texts)
+            return self._decodings_of(bytes(value), encodings)
         values = value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
         return [str(v) for v in values if v is not None]  # type: ignore[union-attr]
+
+    @staticmethod
+    def _decodings_of(data: bytes, encodings: list[str]) -> list[str]:
+        """Every reading of `data`: as declared, as UTF-8 and as Latin-1 (a value in another
+        character set than declared must not slip through)."""
+        if data.isascii():
+            return [data.decode("ascii")]
+        texts = {data.decode("utf-8", "ignore"), data.decode("latin-1")}
+        try:
+            texts.add(decode_bytes(data, encodings, set()))
+        except Exception:
+            pass
+        return sorted(texts)
 
     def _check(self, text: str, tag: int, vr: str, path: str, rule: Rule | None, top: bool) -> None:
         for value in text.split("\\"):

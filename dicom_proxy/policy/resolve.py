@@ -6,7 +6,7 @@ private attributes (PS3.5 7.8, identified by creator, group and element byte) ar
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
@@ -55,11 +55,13 @@ def cheap_elements(dataset: Dataset) -> Iterator[tuple[DataElement | RawDataElem
                 continue
             element = dataset[element.tag]
             declared = element.VR
-        yield element, _trusted_vr(tag, str(declared))
+        yield element, trusted_vr(tag, str(declared))
 
 
 
-def _trusted_vr(tag: int, declared: str) -> str:
+def trusted_vr(tag: int, declared: str) -> str:
+    """The VR the policy is decided on for an element declared `declared` (VR_MISMATCH when
+    the data dictionary does not allow it; see cheap_elements)."""
     if tag >> 16 & 1 or tag & 0xFFFF == 0:
         return declared  # private (checked against Table E.3.10-1) or group length (removed)
     known = _dictionary_vr(tag)
@@ -80,8 +82,20 @@ def converted(dataset: Dataset, element: DataElement | RawDataElement) -> DataEl
 
 def rule_for(policy: Policy, dataset: Dataset, element: DataElement | RawDataElement, vr: str | None = None) -> Rule:
     """The rule for `element` of `dataset` (the creator of a private element is read there)."""
-    tag = int(element.tag)
-    vr = vr if vr is not None else str(element.VR)
+    return rule_at(
+        policy, int(element.tag), vr if vr is not None else str(element.VR), lambda tag: _creator(dataset, tag)
+    )
+
+
+def _creator(dataset: Dataset, tag: int) -> str:
+    element = dataset.get(tag)
+    return str(element.value).strip() if element is not None else ""
+
+
+def rule_at(policy: Policy, tag: int, vr: str, creator_of: Callable[[int], str]) -> Rule:
+    """The rule for the element `tag` whose VR is decided to be `vr` (see cheap_elements);
+    `creator_of` gives the value of a Private Creator element of the same data set by its tag
+    ("" when there is none)."""
     if vr == VR_MISMATCH:
         return MISMATCHED_VR
     rule = policy.rules.get(tag)
@@ -91,7 +105,7 @@ def rule_for(policy: Policy, dataset: Dataset, element: DataElement | RawDataEle
         return rule
     group, number = tag >> 16, tag & 0xFFFF
     if group & 1:
-        return _private_rule(policy, dataset, group, number, vr)
+        return _private_rule(policy, creator_of, group, number, vr)
     if number == 0:
         return GROUP_LENGTH
     if 0x5000 <= group <= 0x50FF:
@@ -118,15 +132,14 @@ def _overlay_rule(policy: Policy, number: int, vr: str) -> Rule:
     return policy.unlisted(vr)
 
 
-def _private_rule(policy: Policy, dataset: Dataset, group: int, number: int, vr: str) -> Rule:
+def _private_rule(policy: Policy, creator_of: Callable[[int], str], group: int, number: int, vr: str) -> Rule:
     if number < 0x0010:
         return policy.private_default
     if number <= 0x00FF:
         return PRIVATE_CREATOR
     if not policy.private_rules:
         return policy.private_default
-    creator_element = dataset.get((group << 16) | (number >> 8))
-    creator = str(creator_element.value).strip() if creator_element is not None else ""
+    creator = creator_of((group << 16) | (number >> 8))
     rule = policy.private_rules.get((creator, group, number & 0xFF))
     if rule is None:
         return policy.private_default

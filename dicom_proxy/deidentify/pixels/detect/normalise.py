@@ -16,6 +16,8 @@ brighter". Colour has already been reduced to luminance by the codec (``DecodedP
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 LOW_PERCENTILE = 0.5
@@ -39,7 +41,9 @@ def to_8bit(frame: np.ndarray, monochrome1: bool = False) -> np.ndarray:
         info = np.iinfo(frame.dtype)
         values = np.arange(info.min, info.max + 1, dtype=np.float32)
         table = _scale(values, low, high, vmin + tolerance, vmax - tolerance, monochrome1)
-        index = frame.view(np.uint8 if frame.dtype.itemsize == 1 else np.uint16)
+        index: np.ndarray[Any, np.dtype[np.unsignedinteger[Any]]] = frame.view(
+            np.uint8 if frame.dtype.itemsize == 1 else np.uint16
+        )
         if info.min < 0:  # two's complement bit patterns: the table starts at the most negative value
             table = np.roll(table, info.min)
         out: np.ndarray = np.take(table, index)  # same as table[index], twice as fast

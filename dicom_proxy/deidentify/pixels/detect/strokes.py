@@ -244,8 +244,8 @@ def _grow(lines: list[_Piece], pieces: list[_Piece]) -> list[_Piece]:
     remaining = pieces
     while frontier and remaining:
         near = _beside(remaining, frontier)
-        found = near.any(axis=1)
-        host = near.argmax(axis=1)  # the first line of the frontier beside each piece
+        found = np.any(near, axis=1)
+        host: np.ndarray = near.argmax(axis=1)  # the first line of the frontier beside each piece
         added = [
             _Piece(piece.left, piece.top, piece.width, piece.height, frontier[int(host[i])].score)
             for i, piece in enumerate(remaining)
