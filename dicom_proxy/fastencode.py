@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 
+from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -30,29 +31,76 @@ _TEXT = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "
 _NUMBERS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "UV": "Q", "SV": "q"}
 
 
-def write_elements(dataset: Dataset, implicit_vr: bool, little_endian: bool) -> bytes:
+def write_elements(
+    dataset: Dataset, implicit_vr: bool, little_endian: bool, parent_encoding: str | list[str] = default_encoding
+) -> bytes:
     """The encoded elements of `dataset` (no File Meta), in ascending tag order, as
-    `pydicom.filewriter.write_dataset` would write them."""
+    `pydicom.filewriter.write_dataset(fp, dataset, parent_encoding)` would write them."""
     fp = DicomBytesIO()
     fp.is_implicit_VR, fp.is_little_endian = implicit_vr, little_endian
-    if (implicit_vr, little_endian) != dataset.original_encoding or (
-        dataset.original_character_set != dataset._character_set
-    ):
+    if not _written_as_is(dataset, implicit_vr, little_endian):
         # pydicom converts raw elements and corrects ambiguous VRs here: leave it all to it.
-        write_dataset(fp, dataset)
+        write_dataset(fp, dataset, parent_encoding)
         return bytes(fp.getvalue())
     order = "<" if little_endian else ">"
-    charset = dataset.get("SpecificCharacterSet", "iso8859")
+    charset = dataset.get("SpecificCharacterSet", parent_encoding)
     for tag in sorted(dataset.keys()):
         if tag.element == 0 and tag.group > 6:
             continue  # retired group lengths are not written (PS3.5 7.2)
         element = dataset.get_item(tag)
         encoded = _fast(element, implicit_vr, order)
+        if encoded is None and isinstance(element, DataElement) and element.VR == "SQ":
+            encoded = _sequence(element, implicit_vr, little_endian, convert_encodings(charset))
         if encoded is None:
             write_data_element(fp, element, charset)
         else:
             fp.write(encoded)
     return bytes(fp.getvalue())
+
+
+def _written_as_is(dataset: Dataset, implicit_vr: bool, little_endian: bool) -> bool:
+    """Whether pydicom's writer would write `dataset`'s elements as they are: read in this
+    encoding and character set, or built here (no raw element to convert, no ambiguous VR
+    to correct: the items the engine writes, such as the de-identification method codes)."""
+    if (implicit_vr, little_endian) == dataset.original_encoding and (
+        dataset.original_character_set == dataset._character_set
+    ):
+        return True
+    return _built_here(dataset)
+
+
+def _built_here(dataset: Dataset) -> bool:
+    """No raw element and no ambiguous VR at any level (pydicom would change nothing)."""
+    for element in dataset.elements():
+        if not isinstance(element, DataElement) or " or " in (element.VR or ""):
+            return False
+        if element.VR == "SQ" and not all(_built_here(item) for item in element.value or ()):
+            return False
+    return True
+
+
+def _sequence(element: DataElement, implicit_vr: bool, little_endian: bool, encodings: list[str]) -> bytes:
+    """A sequence and its items (PS3.5 7.5) as pydicom's write_sequence writes them: each
+    item's length filled in unless the item was read with an undefined length."""
+    order = "<" if little_endian else ">"
+    items = []
+    for item in element.value or ():
+        body = write_elements(item, implicit_vr, little_endian, encodings)
+        if getattr(item, "is_undefined_length_sequence_item", False):
+            items.append(struct.pack(f"{order}HHI", 0xFFFE, 0xE000, _UNDEFINED) + body + _delimiter(order, 0xE00D))
+        else:
+            items.append(struct.pack(f"{order}HHI", 0xFFFE, 0xE000, len(body)) + body)
+    value = b"".join(items)
+    undefined = element.is_undefined_length
+    header = struct.pack(f"{order}HH", element.tag >> 16, element.tag & 0xFFFF)
+    if not implicit_vr:
+        header += b"SQ\0\0"
+    header += struct.pack(f"{order}I", _UNDEFINED if undefined else len(value))
+    return header + value + (_delimiter(order, 0xE0DD) if undefined else b"")
+
+
+def _delimiter(order: str, element: int) -> bytes:
+    return struct.pack(f"{order}HHI", 0xFFFE, element, 0)
 
 
 def _fast(element: DataElement | RawDataElement, implicit_vr: bool, order: str) -> bytes | None:

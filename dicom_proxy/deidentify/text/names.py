@@ -114,6 +114,7 @@ class Matcher:
         self.words = frozenset(identifiers.words)
         self.kept = frozenset(identifiers.kept)
         self.initials = frozenset(identifiers.initials)
+        self._found: dict[str, tuple[Hit, ...]] = {}
 
     def allowed_at(self, hit: Hit, path: str) -> bool:
         """A hit is no leak only in an element the value came from, when the policy keeps the
@@ -124,8 +125,18 @@ class Matcher:
     def empty(self) -> bool:
         return not self.origins and not self.words
 
-    def hits(self, text: str) -> Iterator[Hit]:
-        """Identifying terms in folded `text` (names and whole values; not identifier words)."""
+    def hits(self, text: str) -> tuple[Hit, ...]:
+        """Identifying terms in folded `text` (names and whole values; not identifier words).
+
+        Remembered per text: clean and verify search the same texts more than once (dates
+        repeated over attributes, each value as cleaned then as written), and this matcher
+        lives as long as its one object."""
+        found = self._found.get(text)
+        if found is None:
+            found = self._found[text] = tuple(self._hits(text))
+        return found
+
+    def _hits(self, text: str) -> Iterator[Hit]:
         for term in self._values:
             start = text.find(term)
             while start != -1:
