@@ -1,7 +1,8 @@
 """Stage 4, verify: an independent check of the encoded output, trusting no earlier stage.
 
-The output bytes are parsed again (Deflated output inflated), and every value of every
-element, in every nested item, File Meta included, is decoded (declared character set,
+The output bytes are read again (elements.py for the usual Explicit VR Little Endian output,
+pydicom for anything else, Deflated output inflated), and every value of every element, in
+every nested item, File Meta included, is decoded (declared character set,
 UTF-8 and Latin-1) and folded with the same normaliser as clean (text/normalise.py). It is
 searched for every identifying value of the original header (plan: names with their
 components and spellings, identifiers, dates, UIDs). The only exemption: a value found in
@@ -15,6 +16,7 @@ Any hit refuses the object (fail closed); the reason names attribute paths, neve
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from io import BytesIO
 
 from pydicom import dcmread
@@ -34,7 +36,7 @@ from dicom_proxy.dictionary import attribute_name
 from dicom_proxy.models import Refused
 from dicom_proxy.part10 import Encoded
 from dicom_proxy.policy import Action, Rule, TextMode
-from dicom_proxy.policy.resolve import cheap_elements, rule_at, rule_for, trusted_vr
+from dicom_proxy.policy.resolve import cheap_elements, creators_of, rule_at, trusted_vr
 
 _PIXEL_DATA = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _NUMBERS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "AT", "UV", "SV", "OF", "OD", "OL", "OV", "US or SS"})
@@ -108,14 +110,13 @@ class _Checker:
                 continue
             if vr in _NUMBERS or raw.value is None:
                 continue
-            rule = self._rule(dataset, raw, vr, tag)
+            rule = self._rule(tag, vr, creators_of(dataset))
             for text in self._decodings(raw, vr, encodings):
                 self._check(text, tag, vr, path, rule, top)
 
     def walk_read(self, level: Level, prefix: str, inherited: list[str], top: bool = False) -> None:
         """`walk` over what elements.read_output read: the same checks on the same values."""
         encodings = level.encodings(inherited)
-        policy = self.context.policy
         for element in level.elements:
             tag = element.tag
             if top and tag in _PIXEL_DATA:
@@ -130,19 +131,15 @@ class _Checker:
                 raise Unusual("a sequence where the dictionary has none")  # pydicom reads its bytes
             if vr in _NUMBERS:
                 continue
-            if tag in _META_ALIASES:
-                rule: Rule | None = policy.rules.get(_META_ALIASES[tag]) or policy.unlisted("UI")
-            elif tag >> 16 == 2:
-                rule = None
-            else:
-                rule = rule_at(policy, tag, vr, lambda creator: level.creator(creator, encodings))
+            rule = self._rule(tag, vr, lambda creator: level.creator(creator, encodings))
             for text in self._decodings_of(element.value, encodings):
                 self._check(text, tag, vr, path, rule, top)
 
-    def _rule(self, dataset: Dataset, raw: DataElement | RawDataElement, vr: str, tag: int) -> Rule | None:
+    def _rule(self, tag: int, vr: str, creator_of: Callable[[int], str]) -> Rule | None:
+        policy = self.context.policy
         if tag in _META_ALIASES:  # File Meta copies of the data set's SOP Class/Instance UIDs
-            return self.context.policy.rules.get(_META_ALIASES[tag]) or self.context.policy.unlisted("UI")
-        return rule_for(self.context.policy, dataset, raw, vr) if tag >> 16 != 2 else None
+            return policy.rules.get(_META_ALIASES[tag]) or policy.unlisted("UI")
+        return rule_at(policy, tag, vr, creator_of) if tag >> 16 != 2 else None
 
     def _decodings(self, raw: DataElement | RawDataElement, vr: str, encodings: list[str]) -> list[str]:
         value = raw.value

@@ -82,14 +82,17 @@ def converted(dataset: Dataset, element: DataElement | RawDataElement) -> DataEl
 
 def rule_for(policy: Policy, dataset: Dataset, element: DataElement | RawDataElement, vr: str | None = None) -> Rule:
     """The rule for `element` of `dataset` (the creator of a private element is read there)."""
-    return rule_at(
-        policy, int(element.tag), vr if vr is not None else str(element.VR), lambda tag: _creator(dataset, tag)
-    )
+    return rule_at(policy, int(element.tag), vr if vr is not None else str(element.VR), creators_of(dataset))
 
 
-def _creator(dataset: Dataset, tag: int) -> str:
-    element = dataset.get(tag)
-    return str(element.value).strip() if element is not None else ""
+def creators_of(dataset: Dataset) -> Callable[[int], str]:
+    """The Private Creator lookup of rule_at for a pydicom data set."""
+
+    def creator(tag: int) -> str:
+        element = dataset.get(tag)
+        return str(element.value).strip() if element is not None else ""
+
+    return creator
 
 
 def rule_at(policy: Policy, tag: int, vr: str, creator_of: Callable[[int], str]) -> Rule:
