@@ -172,3 +172,22 @@ def test_a_lone_object_stays_in_the_receiving_process_and_a_concurrent_one_goes_
     finally:
         holding.go_on.set()
         pool.close()
+
+
+def test_a_lone_compressed_object_still_goes_to_a_worker() -> None:
+    """Its pixels pass through C codecs: a codestream that crashes one takes a worker down,
+    never the node."""
+    pool = workers.PooledEngine(engine(), 1)
+    holding = _Holding(pool._engine)
+    holding.go_on.set()
+    pool._engine = holding  # type: ignore[assignment]
+    plain = _received()
+    claimed_jpeg = ReceivedObject(plain.dataset_bytes, "1.2.840.10008.1.2.4.50", plain.affected_sop_class_uid, "M")
+    try:
+        with pytest.raises(Refused):  # native bytes said to be JPEG: the worker refuses them
+            pool.deidentify_received(claimed_jpeg)
+        assert holding.calls == 0
+        pool.deidentify_received(plain)
+        assert holding.calls == 1
+    finally:
+        pool.close()
