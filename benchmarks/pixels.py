@@ -2,7 +2,8 @@
 
 Prints one line per case: a 512x512 16-bit CT-like frame and a 100-frame 480x640 RGB
 ultrasound cine, in each syntax the stage re-encodes, plus the no-rule path (header only).
-The figure is the whole `PixelCleaner.clean` call: decode, fill, re-encode. Not a test:
+The figure is the whole `PixelCleaner.clean` call: decode, fill, re-encode, with text
+detection off (the rules alone; detection has rows of its own in scripts/bench). Not a test:
 never assert on timings. Usage: scripts/bench --pixels, or python -m benchmarks.pixels [--repeat N]
 """
 
@@ -92,7 +93,7 @@ def bench_pixels(repeat: int = 5, cine_frames: int = 100) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         rules = Path(tmp) / "rules.toml"
         rules.write_text(RULES, encoding="utf-8")
-        cleaner = PixelCleaner(PixelConfig(rules_file=rules))
+        cleaner = PixelCleaner(PixelConfig(rules_file=rules, detect="off"))
         lines = []
         ct = image(1, 512, 512, 1, 12)
         cine = image(cine_frames, 480, 640, 3, 8)
