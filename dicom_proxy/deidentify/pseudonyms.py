@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pydicom.dataset import Dataset
 
@@ -54,7 +55,10 @@ def _text(dataset: Dataset, keyword: str) -> str:
     return str(value).strip(" \x00") if value is not None else ""
 
 
+@lru_cache(maxsize=16384)
 def _digest(key: bytes, purpose: str, *parts: str) -> bytes:
+    # Remembered (memory only, bounded): the audit trace, the tag stage and verify derive the
+    # same patient's pseudonyms for every object of a study.
     message = purpose.encode() + b"\x00" + b"\x00".join(p.encode("utf-8", "replace") for p in parts)
     return hmac.new(key, message, hashlib.sha256).digest()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from functools import lru_cache
 
 from pydicom._uid_dict import UID_dictionary
 
@@ -20,8 +21,11 @@ _WELL_KNOWN = frozenset(UID_dictionary)
 _DICOM_ROOT = "1.2.840.10008."
 
 
+@lru_cache(maxsize=16384)
 def pseudonymous_uid(key: bytes, original: str) -> str:
-    """The keyed pseudonym of `original` (same key and UID: same result, anywhere)."""
+    """The keyed pseudonym of `original` (same key and UID: same result, anywhere).
+    Remembered (memory only, bounded): the audit trace and the tag stage map the same UIDs,
+    and a study's UIDs recur in every object of it."""
     digest = hmac.new(key, b"uid\x00" + original.strip("\x00 ").encode("ascii", "replace"), hashlib.sha256).digest()
     return "2.25." + str(int.from_bytes(digest[:16], "big"))
 
