@@ -275,7 +275,6 @@ def send_and_wait(
             )
         )
     acked: set[int] = set()
-    peak = 0.0
     deadline = t0 + timeout
     while time.monotonic() < deadline:
         for i, p in enumerate(procs):
@@ -284,8 +283,6 @@ def send_and_wait(
                 if len(acked) == len(procs):
                     run.ack_seconds = time.monotonic() - t0
         run.arrived = count_files(archive)
-        if watch_pids:
-            peak = max(peak, tree_hwm_mib(watch_pids))
         if run.arrived >= run.count:
             run.done_seconds = time.monotonic() - t0
             break
@@ -313,7 +310,9 @@ def send_and_wait(
     if profiler is not None:
         stop_profiler(profiler)
     if watch_pids:
-        run.peak_rss_mib = max(peak, tree_hwm_mib(watch_pids))
+        # VmHWM is the peak itself: read once at the end, not on every poll (reading the
+        # node's /proc files 100 times a second took CPU from the node under test).
+        run.peak_rss_mib = tree_hwm_mib(watch_pids)
     return run
 
 
