@@ -54,11 +54,10 @@ def _received(path: Path) -> Any:
 
 
 def _as_the_node_reads() -> None:
-    """pydicom reads values without validating them in the node (service.configure_logging:
-    its warnings would quote values): measure the engine the same way."""
-    from pydicom import config
+    """pydicom configured as in the node (service.quiet_pydicom: no value validation)."""
+    from dicom_proxy.service import quiet_pydicom
 
-    config.settings.reading_validation_mode = config.IGNORE
+    quiet_pydicom()
 
 
 def engine_in_process(

@@ -52,13 +52,20 @@ def configure_logging(level: str) -> None:
     # pynetdicom's INFO/DEBUG output includes original UIDs from C-STORE requests (PHI):
     # keep it at WARNING whatever our own level is.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    # pydicom's value warnings quote the value ("Invalid value for VR DA: '19561103X'"), which
-    # may be PHI: don't validate on read (we re-check structure ourselves and fail closed on
-    # errors), and never log or print pydicom warnings.
-    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
-    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    quiet_pydicom()
     # Library warnings (pydicom, pynetdicom) may quote values too: none is printed.
     warnings.simplefilter("ignore")
+
+
+def quiet_pydicom() -> None:
+    """pydicom as the node uses it. Its value warnings quote the value ("Invalid value for VR
+    DA: '19561103X'"), which may be PHI: values are not validated on read (we re-check the
+    structure ourselves and fail closed on errors) nor on write (pydicom only warns there,
+    never refuses: the checks cost a regex per value set and their findings were discarded),
+    and pydicom never logs."""
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 def build_profiles(
