@@ -6,11 +6,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
 from dicom_proxy.deidentify.pseudonyms import PatientIdentity, date_offset_days, patient_id, patient_name
 from dicom_proxy.deidentify.uids import pseudonymous_uid
-from dicom_proxy.models import Refused
+from dicom_proxy.models import ReceivedObject, Refused
 from tests.dicomfactory import (
     KEY,
     OTHER_KEY,
@@ -19,6 +21,7 @@ from tests.dicomfactory import (
     STUDY_UID,
     ct_dataset,
     engine,
+    item_with,
     read,
 )
 
@@ -283,3 +286,44 @@ def test_kept_age_over_89_is_capped() -> None:
     ds.PatientAge = "092Y"
     out = read(engine("retain_patient_characteristics").deidentify(ds).encoded)
     assert out.PatientAge == "090Y"
+
+
+def _received_with_nested(ds: Dataset) -> ReceivedObject:
+    """`ds` as it arrives on the wire: every element still raw, sequences included."""
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_dataset(buffer, ds)
+    return ReceivedObject(buffer.getvalue(), "1.2.840.10008.1.2.1", str(ds.SOPClassUID), "MODALITY")
+
+
+@pytest.mark.parametrize(
+    ("place", "value", "written_as"),
+    [
+        ("name", "ZEBEDEE^QUENTIN", "Quentin Zebedee"),
+        ("identifier", "MRN-OLD-77120", "MRN-OLD-77120"),
+        ("date", "19480517", "19480517"),
+        ("deep name", "ZEBEDEE^QUENTIN", "ZEBEDEE"),
+    ],
+)
+def test_identifying_values_only_in_sequences_of_a_received_object_are_cleaned_from_text(
+    place: str, value: str, written_as: str
+) -> None:
+    """Plan collects the values of every nesting level of the object as it arrives (raw
+    sequences included), so clean removes them from free text and verify searches for them."""
+    ds = ct_dataset()
+    if place == "name":
+        ds.ContentSequence = Sequence([item_with(PersonName=value)])
+    elif place == "identifier":
+        ds.OtherPatientIDsSequence = Sequence([item_with(PatientID=value, TypeOfPatientID="TEXT")])
+    elif place == "date":
+        ds.ContentSequence = Sequence([item_with(Date=value)])
+    else:
+        inner = item_with(PersonName=value)
+        middle = item_with(ValueType="CONTAINER")
+        middle.ContentSequence = Sequence([inner])
+        ds.ContentSequence = Sequence([middle])
+    ds.StudyDescription = f"CT chest {written_as} follow-up"
+    output = engine("clean_descriptors").deidentify_received(_received_with_nested(ds)).encoded
+    folded = output.decode("latin-1").lower()
+    assert written_as.lower() not in folded
+    assert value.split("^")[0].lower() not in folded

@@ -39,7 +39,7 @@ def _walk(dataset: Dataset, policy: Policy, identifiers: Identifiers, vocabulary
     for raw, vr in cheap_elements(dataset):
         if vr != "SQ" and vr not in _TEXT_VRS and definition_vr(int(raw.tag)) not in ("PN", "SQ"):
             continue  # numbers and binary carry no identifying text: not even converted
-        if isinstance(raw, RawDataElement) and raw.VR == vr and not _kind(policy, int(raw.tag), vr):
+        if vr != "SQ" and isinstance(raw, RawDataElement) and raw.VR == vr and not _kind(policy, int(raw.tag), vr):
             continue  # its declared VR stands and says "not identifying": nothing to collect
         element = converted(dataset, raw)
         path = prefix + element_path(element)
