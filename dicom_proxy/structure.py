@@ -18,8 +18,8 @@ ITEM_DELIMITER = (0xFFFE, 0xE00D)
 SEQUENCE_DELIMITER = (0xFFFE, 0xE0DD)
 PIXEL_DATA = (0x7FE0, 0x0010)
 # PS3.5 Table 7.1-1: explicit VRs with a 2-byte reserved field and a 4-byte length.
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-_ALL_VRS = _LONG_VRS | {
+LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+ALL_VRS = LONG_VRS | {
     b"AE",
     b"AS",
     b"AT",
@@ -80,7 +80,7 @@ class _Walker:
             (length,) = struct.unpack_from(self.order + "I", self.data, pos + 4)
             return tag, None, length, 8
         vr = self.data[pos + 4 : pos + 6]
-        if vr in _LONG_VRS:
+        if vr in LONG_VRS:
             if end - pos < 12:
                 raise StructureError("element header cut short")
             (length,) = struct.unpack_from(self.order + "I", self.data, pos + 8)
@@ -174,7 +174,7 @@ def check_structure(data: bytes, implicit_vr: bool, little_endian: bool) -> tupl
     Like pydicom's reader, accept a data set declared explicit VR that is in fact implicit
     (a common sender bug): pydicom then reads it as implicit, and we re-encode it correctly.
     """
-    if not implicit_vr and len(data) >= 6 and bytes(data[4:6]) not in _ALL_VRS:
+    if not implicit_vr and len(data) >= 6 and bytes(data[4:6]) not in ALL_VRS:
         implicit_vr = True
     walker = _Walker(data, implicit_vr, little_endian)
     walker.dataset(0, len(data), 0, delimited=False)

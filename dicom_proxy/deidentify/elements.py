@@ -19,16 +19,11 @@ from dataclasses import dataclass, field
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 
+from dicom_proxy.structure import ALL_VRS, LONG_VRS, MAX_SEQUENCE_DEPTH, UNDEFINED
+
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
 _CHARSET = 0x00080005
-_UNDEFINED = 0xFFFFFFFF
-_LONG = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UR", "UT", "UV"})
-_SHORT = frozenset(
-    {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "PN", "SH", "SL", "SS", "ST", "TM"}
-    | {"UI", "UL", "US"}
-)
-_MAX_DEPTH = 48
 _TAG = struct.Struct("<HH")
 _SHORT_LENGTH = struct.Struct("<H")
 _LONG_LENGTH = struct.Struct("<I")
@@ -97,7 +92,7 @@ def _elements(
 ) -> tuple[list[Element], int]:
     """The elements from `start` to `end` (None: up to and past an Item Delimitation Item),
     and where they end."""
-    if depth > _MAX_DEPTH:
+    if depth > MAX_SEQUENCE_DEPTH:
         raise Unusual("nested too deep")
     found: list[Element] = []
     position = start
@@ -123,18 +118,19 @@ def _element(data: memoryview, position: int, limit: int, depth: int, top: bool)
         return None, position + 8
     if group == 0xFFFE:
         raise Unusual("item outside a sequence")
-    vr = bytes(data[position + 4 : position + 6]).decode("latin-1")
-    if vr in _SHORT:
-        (length,) = _SHORT_LENGTH.unpack_from(data, position + 6)
-        value_start = position + 8
-    elif vr in _LONG:
+    code = bytes(data[position + 4 : position + 6])
+    if code == b"UN" or code not in ALL_VRS:
+        raise Unusual("VR UN or unknown")
+    if code in LONG_VRS:
         if position + 12 > limit:
             raise Unusual("element header cut short")
         (length,) = _LONG_LENGTH.unpack_from(data, position + 8)
         value_start = position + 12
     else:
-        raise Unusual("VR UN or unknown")
-    if length == _UNDEFINED:
+        (length,) = _SHORT_LENGTH.unpack_from(data, position + 6)
+        value_start = position + 8
+    vr = code.decode("ascii")
+    if length == UNDEFINED:
         if vr == "SQ":
             items, after = _undefined_sequence(data, value_start, limit, depth)
             return Element(tag, vr, b"", items), after
@@ -183,7 +179,7 @@ def _item(data: memoryview, position: int, limit: int, depth: int) -> tuple[Leve
     if group << 16 | number != _ITEM:
         raise Unusual("not an item")
     start = position + 8
-    if length == _UNDEFINED:
+    if length == UNDEFINED:
         elements, after = _elements(data[:limit], start, None, depth + 1)
         return Level(elements), after
     if start + length > limit:
@@ -199,7 +195,7 @@ def _skip_fragments(data: memoryview, position: int, limit: int) -> int:
         tag = group << 16 | number
         if tag == _SEQUENCE_END:
             return position + 8
-        if tag != _ITEM or length == _UNDEFINED:
+        if tag != _ITEM or length == UNDEFINED:
             raise Unusual("encapsulated Pixel Data not made of items")
         position += 8 + length
     raise Unusual("encapsulated Pixel Data not delimited")
