@@ -12,10 +12,9 @@ original characters:
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 from dicom_proxy.deidentify.text.names import Matcher
-from dicom_proxy.deidentify.text.normalise import CACHED_TEXT, Folded, folded, has_unspaced
+from dicom_proxy.deidentify.text.normalise import Folded, folded, has_unspaced, remembered_for_short_texts
 from dicom_proxy.deidentify.text.patterns import (
     RELATIONS,
     SUFFIXES,
@@ -59,7 +58,7 @@ class TextCleaner:
         if mode is not TextMode.WORDS:
             spans.extend(scrub_spans(fold.text))
             if titled:  # once: a title whose name went must not take the next word
-                spans.extend(_titled(value, fold))
+                spans.extend(_titled(value))
         if mode is TextMode.ALLOWLIST:
             spans.extend(self._not_allowed(fold.text, spans))
         return _remove(value, fold, spans)
@@ -99,16 +98,10 @@ class TextCleaner:
         return spans
 
 
-def _titled(original: str, fold: Folded) -> tuple[tuple[int, int], ...]:
+@remembered_for_short_texts
+def _titled(original: str) -> tuple[tuple[int, int], ...]:
     """Names after a title ("Dr. X") or a relation ("wife X"), or before a suffix ("X MD")."""
-    if len(original) > CACHED_TEXT:
-        return tuple(_titled_spans(original, fold))
-    return _cached_titled(original)
-
-
-@lru_cache(maxsize=4096)
-def _cached_titled(original: str) -> tuple[tuple[int, int], ...]:
-    return tuple(_titled_spans(original, folded(original)))  # the text alone decides (normalise.py)
+    return tuple(_titled_spans(original, folded(original)))
 
 
 def _titled_spans(original: str, fold: Folded) -> list[tuple[int, int]]:

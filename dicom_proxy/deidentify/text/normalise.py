@@ -10,8 +10,10 @@ are given in either as their phonetic form, PS3.5 6.2.1.2).
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, wraps
+from typing import TypeVar
 
 _EXTRA = {"ı": "i", "ø": "o", "đ": "d", "ł": "l", "æ": "ae", "œ": "oe", "ð": "d", "þ": "th", "ħ": "h"}
 _GERMAN = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "AE", "Ö": "OE", "Ü": "UE"})
@@ -74,19 +76,23 @@ class Folded:
 # nothing of one object is compared with another's this way.
 CACHED_TEXT = 256
 
+_Result = TypeVar("_Result")
 
+
+def remembered_for_short_texts(derive: Callable[[str], _Result]) -> Callable[[str], _Result]:
+    """`derive`, remembered for texts of at most CACHED_TEXT characters (it must depend on the
+    text alone and return an immutable value)."""
+    remembered = lru_cache(maxsize=4096)(derive)
+
+    @wraps(derive)
+    def lookup(text: str) -> _Result:
+        return remembered(text) if len(text) <= CACHED_TEXT else derive(text)
+
+    return lookup
+
+
+@remembered_for_short_texts
 def folded(text: str) -> Folded:
-    if len(text) <= CACHED_TEXT:
-        return _cached_folded(text)
-    return _folded(text)
-
-
-@lru_cache(maxsize=4096)
-def _cached_folded(text: str) -> Folded:
-    return _folded(text)
-
-
-def _folded(text: str) -> Folded:
     if text.isascii():
         return Folded(text.lower(), tuple(range(len(text))), len(text))
     chars: list[str] = []

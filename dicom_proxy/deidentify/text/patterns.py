@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from functools import lru_cache
 
-from dicom_proxy.deidentify.text.normalise import CACHED_TEXT
+from dicom_proxy.deidentify.text.normalise import remembered_for_short_texts
 
 _MONTH_NAMES = (  # noqa: SIM905 (a list of words reads better as text)
     # English, German, French, Spanish, Italian, Portuguese, Dutch (folded: no accents)
@@ -102,15 +101,9 @@ _RUN = re.compile(r"(?<![^\W_])[^\W_]+(?:[-_/#][^\W_]+)*")
 _MEASUREMENT = re.compile(r"\d+(?:[.,]\d+)?(?:x\d+(?:[.,]\d+)?)*[^\W\d_]{0,4}|b\d{1,5}")
 
 
+@remembered_for_short_texts
 def scrub_spans(folded_text: str) -> tuple[tuple[int, int], ...]:
     """Spans of `folded_text` to remove: dates, ages over 89, phones, e-mails, identifiers."""
-    if len(folded_text) > CACHED_TEXT:
-        return tuple(_scrub_spans(folded_text))
-    return _cached_scrub_spans(folded_text)
-
-
-@lru_cache(maxsize=4096)
-def _cached_scrub_spans(folded_text: str) -> tuple[tuple[int, int], ...]:
     return tuple(_scrub_spans(folded_text))
 
 
