@@ -300,9 +300,11 @@ def _received_with_nested(ds: Dataset) -> ReceivedObject:
     ("place", "value", "written_as"),
     [
         ("name", "ZEBEDEE^QUENTIN", "Quentin Zebedee"),
-        ("identifier", "MRN-OLD-77120", "MRN-OLD-77120"),
+        ("identifier", "QX-ALBATROSS", "QX-ALBATROSS"),  # no digits: no pattern catches it
         ("date", "19480517", "19480517"),
         ("deep name", "ZEBEDEE^QUENTIN", "ZEBEDEE"),
+        ("name", "ИВАНОВА^ЁЛКА", "Елка Иванова"),  # another script, another spelling
+        ("name", "高橋^美咲", "高橋美咲"),
     ],
 )
 def test_identifying_values_only_in_sequences_of_a_received_object_are_cleaned_from_text(
@@ -311,6 +313,7 @@ def test_identifying_values_only_in_sequences_of_a_received_object_are_cleaned_f
     """Plan collects the values of every nesting level of the object as it arrives (raw
     sequences included), so clean removes them from free text and verify searches for them."""
     ds = ct_dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
     if place == "name":
         ds.ContentSequence = Sequence([item_with(PersonName=value)])
     elif place == "identifier":
@@ -324,6 +327,17 @@ def test_identifying_values_only_in_sequences_of_a_received_object_are_cleaned_f
         ds.ContentSequence = Sequence([middle])
     ds.StudyDescription = f"CT chest {written_as} follow-up"
     output = engine("clean_descriptors").deidentify_received(_received_with_nested(ds)).encoded
-    folded = output.decode("latin-1").lower()
-    assert written_as.lower() not in folded
-    assert value.split("^")[0].lower() not in folded
+    text = output.decode("utf-8", "ignore").lower()
+    assert written_as.lower() not in text
+    assert value.split("^")[0].lower() not in text
+    assert value.split("^")[0].lower().replace("ё", "е") not in text
+
+
+def test_a_name_only_inside_a_sequence_of_a_received_object_is_searched_by_verify() -> None:
+    """Station Name is kept under Retain Device Identity: a name copied there from an item is
+    not cleaned, so verify must know the name (plan walks raw sequences) and refuse."""
+    ds = ct_dataset()
+    ds.ContentSequence = Sequence([item_with(PersonName="ZEBEDEE^QUENTIN")])
+    ds.StationName = "ZEBEDEE-CT"
+    with pytest.raises(Refused, match=r"ContentSequence\[0\]\.PersonName"):
+        engine("retain_device_identity").deidentify_received(_received_with_nested(ds))
