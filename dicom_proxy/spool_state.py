@@ -96,6 +96,10 @@ class DestinationHealth:
     def state(self) -> DestinationState:
         return self._state
 
+    @property
+    def delivering(self) -> bool:
+        return self._state.state is Delivery.DELIVERING
+
     def delivered(self) -> None:
         """The destination answered (Success, or a permanent refusal that was quarantined)."""
         self._update(Delivery.DELIVERING, down_since=None, failures=0, retry_at=None, last_delivered_at=time.time())

@@ -29,11 +29,13 @@ from pydicom.uid import (
 )
 
 from dicom_proxy import part10
-from dicom_proxy.config import DicomDestination, NodeConfig, SpoolConfig
+from dicom_proxy.config import DicomDestination, FolderDestination, NodeConfig, SpoolConfig
 from dicom_proxy.forward import Delivery, Forwarder, Outcome
 from dicom_proxy.forward.dicom import DicomSender
 from dicom_proxy.models import DeidentifiedObject, SpoolEntry
 from dicom_proxy.spool import Spool
+from dicom_proxy.spool_state import Delivery as QueueState
+from dicom_proxy.spool_state import DestinationHealth, read_state
 from tests.netpeers import free_port, wait_until
 from tests.scripted_scp import Received, ScriptedSCP
 
@@ -278,3 +280,45 @@ def test_an_unexpected_error_keeps_the_entry_and_is_logged_by_type(
     assert spool.quarantined("archive") == []
     assert "must not be logged" not in caplog.text
     assert "the entry stays queued" in caplog.text
+
+
+def test_a_queue_emptied_after_every_object_says_delivering_then_idle_without_a_write_per_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender slower than the forwarder empties the queue after every object; `spool status`
+    still says 'delivering' while objects come, and 'idle' once none came for a moment. The
+    state file is not rewritten for every object (it was, twice, before)."""
+    writes: list[str] = []
+    original = DestinationHealth._write
+
+    def counted(self: DestinationHealth) -> None:
+        writes.append(self.state.state.value)
+        original(self)
+
+    monkeypatch.setattr(DestinationHealth, "_write", counted)
+    spool, _ = spool_of(tmp_path, [])
+    forwarder = Forwarder(FolderDestination("archive", tmp_path / "out"), NodeConfig(), spool)
+    forwarder.start()
+    try:
+        source = pydicom_file("MR_small.dcm")
+        for n in range(12):
+            header = dcmread(source, stop_before_pixels=True)
+            spool.store(
+                DeidentifiedObject(
+                    str(header.SOPClassUID),
+                    f"{header.SOPInstanceUID}.{n + 1}",
+                    str(header.StudyInstanceUID),
+                    str(header.SeriesInstanceUID),
+                    str(header.file_meta.TransferSyntaxUID),
+                    (source.read_bytes(),),
+                )
+            )
+            spool.wake()
+            assert wait_until(lambda: not spool.pending("archive"), 10, interval=0.01)
+            assert read_state(spool.root, "archive").state is QueueState.DELIVERING
+        assert list((tmp_path / "out").rglob("*.dcm"))  # the folder sender names files by their own UIDs
+        assert len(writes) <= 4, writes
+        assert wait_until(lambda: read_state(spool.root, "archive").state is QueueState.IDLE, 5)
+    finally:
+        forwarder.stop()
+        forwarder.join(10)

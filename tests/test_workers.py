@@ -4,6 +4,7 @@ and the next object gets new workers."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -19,7 +20,7 @@ from dicom_proxy import workers
 from dicom_proxy.config import parse_config
 from dicom_proxy.deidentify import Engine
 from dicom_proxy.deidentify.engine import Stage
-from dicom_proxy.models import ReceivedObject, Refused
+from dicom_proxy.models import DeidentifiedObject, ReceivedObject, Refused
 from tests.dicomfactory import KEY, ct_dataset, engine, header_config
 
 
@@ -65,41 +66,115 @@ def test_refusal_comes_back_with_its_status_and_identity(pooled: workers.PooledE
     assert in_workers.value.identity == in_process.value.identity
 
 
-def test_dead_worker_fails_its_object_and_the_next_object_gets_new_workers(pooled: workers.PooledEngine) -> None:
-    pids = {pooled._executor.submit(os.getpid).result() for _ in range(20)}
-    assert pids and os.getpid() not in pids
-    for pid in pids:
+class _Crashing(Engine):
+    """Dies (as a worker hit by a codec crash would) on objects from the AE title CRASH."""
+
+    def deidentify_received(self, received: ReceivedObject) -> DeidentifiedObject:
+        if received.calling_ae_title == "CRASH":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().deidentify_received(received)
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_worker_that_dies_on_its_object_fails_it_and_is_replaced() -> None:
+    pool = workers.PooledEngine(_Crashing(header_config(), KEY), 1, alone_in_process=False)
+    try:
+        [before] = pool.worker_pids()
+        with pytest.raises(workers.WorkerFailed):
+            pool.deidentify_received(dataclasses.replace(_received(), calling_ae_title="CRASH"))
+        [after] = pool.worker_pids()
+        assert after != before and _reaped(before)  # no zombie left behind
+        assert pool.deidentify_received(_received()).encoded == engine().deidentify_received(_received()).encoded
+    finally:
+        pool.close()
+    assert _reaped(after)
+
+
+def test_workers_killed_between_objects_are_replaced_before_use(pooled: workers.PooledEngine) -> None:
+    """Workers ignore SIGTERM, so only a kill ends one; an object must not pay for a worker
+    that was already dead when it came."""
+    old = pooled.worker_pids()
+    assert len(old) == 2 and os.getpid() not in old
+    for pid in old:
         os.kill(pid, signal.SIGKILL)
-    with pytest.raises(workers.WorkerFailed):
-        pooled.deidentify_received(_received())
-    result = pooled.deidentify_received(_received())
-    assert result.encoded == engine().deidentify_received(_received()).encoded
+    expected = engine().deidentify_received(_received()).encoded
+    for _ in range(4):
+        assert pooled.deidentify_received(_received()).encoded == expected
+    assert not set(pooled.worker_pids()) & set(old)
+    assert all(_reaped(pid) for pid in old)
 
 
-def test_no_worker_of_a_broken_pool_survives(pooled: workers.PooledEngine) -> None:
-    """Workers ignore SIGTERM; the survivors of a broken pool must still go (a survivor stuck on
-    a queue lock once kept the test run from exiting)."""
-    import time
+def test_objects_in_flight_are_bounded_by_the_workers_and_all_get_their_own_answer(
+    pooled: workers.PooledEngine,
+) -> None:
+    """Eight associations at once on two workers: each gets the bytes of its own object."""
+    objects = [_received(32 + 8 * i, 32) for i in range(8)]
+    expected = [engine().deidentify_received(o).encoded for o in objects]
+    results: dict[int, bytes] = {}
+    threads = [
+        threading.Thread(target=lambda i=i: results.__setitem__(i, pooled.deidentify_received(objects[i]).encoded))
+        for i in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [results[i] for i in range(8)] == expected
 
-    old = list(pooled._executor._processes.values())  # type: ignore[union-attr]
-    assert len(old) == 2
-    os.kill(old[0].pid, signal.SIGKILL)  # type: ignore[arg-type]
-    with pytest.raises(workers.WorkerFailed):
-        pooled.deidentify_received(_received())
-    deadline = time.monotonic() + 10
-    while any(p.is_alive() for p in old) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(p.is_alive() for p in old)
-    assert pooled.deidentify_received(_received()).encoded == engine().deidentify_received(_received()).encoded
+
+def test_changed_pixel_data_comes_back_out_of_band_intact(pooled: workers.PooledEngine) -> None:
+    """Pixel Data the engine rewrites (here: bits above Bits Stored cleared) is a new buffer
+    over the out-of-band size: it must come back whole and equal to the in-process result."""
+    rows = columns = 256
+    ds = ct_dataset(rows, columns)
+    ds.PixelData = b"".join((0xF000 | (i % 4096)).to_bytes(2, "little") for i in range(rows * columns))
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_dataset(buffer, ds)
+    received = ReceivedObject(buffer.getvalue(), "1.2.840.10008.1.2.1", str(ds.SOPClassUID), "MODALITY")
+    in_process = engine().deidentify_received(received)
+    in_workers = pooled.deidentify_received(received)
+    assert len(rows * columns * b"..") >= workers._OUT_OF_BAND_BYTES
+    assert dcmread(BytesIO(in_process.encoded)).PixelData != ds.PixelData  # it was rewritten
+    assert in_workers.encoded == in_process.encoded
 
 
 def test_large_objects_stay_in_the_receiving_process(
     pooled: workers.PooledEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(workers, "IN_PROCESS_BYTES", 1024)
-    pooled._executor.shutdown(wait=True)  # any use of the workers would now raise
+    monkeypatch.setattr(workers._Worker, "ask", None)  # any use of a worker would now raise
     received = _received()
     assert pooled.deidentify_received(received).encoded == engine().deidentify_received(received).encoded
+
+
+def test_close_waits_for_the_object_in_progress_and_later_objects_stay_in_process() -> None:
+    pool = workers.PooledEngine(engine(), 1, alone_in_process=False)
+    holding = _Holding(pool._engine)
+    pool._engine = holding  # type: ignore[assignment]
+    pool._alone_in_process = True
+    expected = engine().deidentify_received(_received()).encoded
+    results: list[bytes] = []
+    first = threading.Thread(target=lambda: results.append(pool.deidentify_received(_received()).encoded))
+    first.start()
+    assert holding.entered.wait(30)
+    closing = threading.Thread(target=pool.close)
+    closing.start()
+    closing.join(0.5)
+    assert closing.is_alive()  # waits for the object in progress
+    holding.go_on.set()
+    first.join(30)
+    closing.join(30)
+    assert not closing.is_alive() and results == [expected]
+    assert pool.worker_pids() == []
+    assert pool.deidentify_received(_received()).encoded == expected  # in this process
 
 
 def test_worker_processes_config() -> None:
