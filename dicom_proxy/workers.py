@@ -62,7 +62,7 @@ _STOP_SECONDS = 5.0
 # The engine a worker forked from this process uses (set just before the fork).
 _worker_engine: Engine | None = None
 # Workers are forked one at a time: one forked while another's pipe was half set up would hold
-# that pipe's child end open.
+# that pipe's child end open, and `_worker_engine` is set for exactly one fork.
 _FORK_LOCK = threading.Lock()
 
 
@@ -205,8 +205,10 @@ class _Worker:
     """One forked worker process and the receiving process's end of its pipe. Used by one
     association thread at a time (the pool hands it out)."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine) -> None:
+        global _worker_engine
         with _FORK_LOCK:
+            _worker_engine = engine  # under the lock: two pools may fork at once
             self.connection, child = Pipe(duplex=True)
             self.pid = os.fork()
             if self.pid == 0:  # the worker
@@ -273,9 +275,7 @@ class PooledEngine(Engine):
             self._idle.put(worker)
 
     def _fork(self) -> _Worker:
-        global _worker_engine
-        _worker_engine = self._engine
-        return _Worker()
+        return _Worker(self._engine)
 
     def worker_pids(self) -> list[int]:
         with self._lock:
