@@ -289,3 +289,28 @@ def test_every_kind_of_background_is_generated() -> None:
     for kind in KINDS:
         image = background(kind, rng, (64, 64))
         assert image.dtype == np.float32 and 0 <= image.min() and image.max() <= 1 and image.std() > 0
+
+
+@pytest.mark.parametrize(
+    ("quiet", "loud", "expected"),
+    [
+        (9600, 200, 48.0),  # exactly 96% below the contrast: not textured
+        (9599, 200, 160.0),  # one short: textured, capped at what saturated text reaches
+        (9599, 90, 90.0),  # textured: the strongest 4% set the threshold
+        (10000, 0, 48.0),  # flat
+    ],
+)
+def test_the_stroke_threshold_is_the_96th_percentile_of_the_response_at_its_bounds(
+    quiet: int, loud: int, expected: float
+) -> None:
+    """The shortcut for untextured frames (one count instead of a histogram) must give what
+    the histogram gives, also exactly at the 96% boundary."""
+    import cv2
+
+    from dicom_proxy.deidentify.pixels.detect.strokes import StrokeDetector
+
+    response = np.full((100, 100), loud, dtype=np.uint8)
+    response.ravel()[:quiet] = 20
+    cumulative = np.cumsum(cv2.calcHist([response], [0], None, [256], [0, 256]).ravel())
+    by_histogram = min(max(48.0, float(np.searchsorted(cumulative, 0.96 * cumulative[-1]))), 160.0)
+    assert StrokeDetector()._threshold(response) == by_histogram == expected

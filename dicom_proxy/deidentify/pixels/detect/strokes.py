@@ -77,9 +77,16 @@ class StrokeDetector:
     def _threshold(self, response: np.ndarray) -> float:
         """`contrast`, raised on textured images (speckle, trabecular bone) to what only the
         strongest 4% of responses reach, but never above what saturated text reaches."""
+        share = 0.96 * np.float32(response.size)  # the same float32 the histogram's sum gives
+        if self.contrast > 0:
+            # Most frames are not textured: their strongest 4% stay below `contrast`. One count
+            # proves it (0.02 ms); the histogram costs 0.3 ms on a frame of mostly zeros.
+            _, above = cv2.threshold(response, self.contrast - 1, 1, cv2.THRESH_BINARY)
+            if response.size - cv2.countNonZero(above) >= share:
+                return float(self.contrast)
         histogram = cv2.calcHist([response], [0], None, [256], [0, 256]).ravel()
         cumulative = np.cumsum(histogram)
-        textured = float(np.searchsorted(cumulative, 0.96 * cumulative[-1]))
+        textured = float(np.searchsorted(cumulative, share))
         return min(max(float(self.contrast), textured), 160.0)
 
     def _without_long_lines(self, strokes: np.ndarray) -> np.ndarray:
@@ -160,7 +167,7 @@ class StrokeDetector:
             profile = cv2.reduce(region, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() / 255
             if not profile.any():
                 continue
-            inked = profile > 0.1 * float(np.median(profile[profile > 0]))
+            inked = profile > 0.1 * _median(profile[profile > 0])
             found: list[tuple[int, int, int, int]] = []
             start = None
             for row, on in enumerate([*inked.tolist(), False]):
@@ -187,8 +194,8 @@ class StrokeDetector:
         # Small fonts: antialiasing joins neighbouring letters, but columns between them hold
         # at most a pixel or two of ink, where a letter's columns hold more.
         profile = cv2.reduce(region, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() // 255
-        inked = (profile > max(2, p.height // 4)).astype(np.int8)
-        runs = int(np.count_nonzero(np.diff(np.concatenate(([0], inked))) == 1))
+        inked = profile > max(2, p.height // 4)
+        runs = int(inked[0]) + int(np.count_nonzero(inked[1:] > inked[:-1]))  # runs start where ink begins
         return max(tall, runs)
 
     def _found(self, line: _Piece, rows: int, columns: int) -> FoundBox:
@@ -208,6 +215,15 @@ def _components(binary: np.ndarray) -> tuple[int, np.ndarray]:
     0.35 against 1.1 ms on 512x512, one thread)."""
     count, _, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(binary, 8, cv2.CV_32S, cv2.CCL_GRANA)
     return int(count), stats
+
+
+def _median(values: np.ndarray) -> float:
+    """np.median for the short profiles here, without its overhead (25 against 2 us)."""
+    ordered = np.sort(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[middle])
+    return float((ordered[middle - 1] + ordered[middle]) / 2)
 
 
 def _integral_of_ones(binary: np.ndarray) -> np.ndarray:
