@@ -77,6 +77,35 @@ def test_associations_use_the_event_driven_reactors(tmp_path: Path) -> None:
         assoc.release()
 
 
+def test_each_association_negotiates_on_its_own_copy_of_the_supported_contexts(tmp_path: Path) -> None:
+    """What pynetdicom's per-association deep copy guaranteed, from the cheap copy: the same
+    contexts, none of them the server's objects, and changing one leaves the server's alone."""
+    with _server() as (server, _, _):
+        assoc = _requestor().associate("127.0.0.1", _port(server), ae_title="DEID_PROXY")
+        assert assoc.is_established
+        assert wait_until(lambda: len(server.active_associations) == 1, 10)
+        (acceptor,) = server.active_associations
+        mine, theirs = acceptor.acceptor.supported_contexts, server.contexts
+        assert len(mine) == len(theirs) > 170
+        for copy, original in zip(mine, theirs, strict=True):
+            assert copy is not original and copy._transfer_syntax is not original._transfer_syntax
+            assert (copy.abstract_syntax, copy.transfer_syntax, copy.scu_role, copy.scp_role) == (
+                original.abstract_syntax,
+                original.transfer_syntax,
+                original.scu_role,
+                original.scp_role,
+            )
+        syntaxes = list(theirs[0].transfer_syntax)
+        mine[0].transfer_syntax.clear()
+        mine[0].context_id = 99
+        assert theirs[0].transfer_syntax == syntaxes and theirs[0].context_id != 99
+        assoc.release()
+        # and a second association still negotiates every context
+        assoc = _requestor().associate("127.0.0.1", _port(server), ae_title="DEID_PROXY")
+        assert assoc.is_established and len(assoc.accepted_contexts) == 2
+        assoc.release()
+
+
 def test_dcmtk_stores_a_series_and_echoes_through_one_node(tmp_path: Path) -> None:
     corpus = write_corpus(tmp_path / "corpus", patients=1, series_per_study=2, images_per_series=5)
     with _server() as (server, recorder, events):
