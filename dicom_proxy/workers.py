@@ -286,9 +286,12 @@ class PooledEngine(Engine):
             return self._engine.deidentify_received(received)
         native = not UID(received.transfer_syntax_uid).is_encapsulated
         with self._lock:
-            # Closed: a reload retired this pool while the object was on its way; the
-            # receiving process does it, with the engine it was received for.
-            in_process = self._closed or (self._alone_in_process and native and self._in_flight == 0)
+            if self._closed and not native:
+                # A reload retired this pool while the object was on its way, and its pixels
+                # must not pass through a codec in this process: fail it (the sender retries).
+                raise WorkerFailed("workers retired by a reload")
+            # Closed: a native object is done here, with the engine it was received for.
+            in_process = native and (self._closed or (self._alone_in_process and self._in_flight == 0))
             self._in_flight += 1
         try:
             if in_process:

@@ -155,7 +155,7 @@ def test_large_objects_stay_in_the_receiving_process(
     assert pooled.deidentify_received(received).encoded == engine().deidentify_received(received).encoded
 
 
-def test_close_waits_for_the_object_in_progress_and_later_objects_stay_in_process() -> None:
+def test_close_waits_for_the_object_in_progress_then_native_objects_stay_in_process_and_compressed_ones_fail() -> None:
     pool = workers.PooledEngine(engine(), 1, alone_in_process=False)
     holding = _Holding(pool._engine)
     pool._engine = holding  # type: ignore[assignment]
@@ -175,6 +175,12 @@ def test_close_waits_for_the_object_in_progress_and_later_objects_stay_in_proces
     assert not closing.is_alive() and results == [expected]
     assert pool.worker_pids() == []
     assert pool.deidentify_received(_received()).encoded == expected  # in this process
+    plain = _received()
+    compressed = ReceivedObject(plain.dataset_bytes, "1.2.840.10008.1.2.4.50", plain.affected_sop_class_uid, "M")
+    calls = holding.calls
+    with pytest.raises(workers.WorkerFailed):  # never through a codec in the receiving process
+        pool.deidentify_received(compressed)
+    assert holding.calls == calls
 
 
 def test_worker_processes_config() -> None:
